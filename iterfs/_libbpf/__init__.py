@@ -1,0 +1,39 @@
+"""The system libbpf (libbpf.so.1), through ctypes: signatures and error checks only.
+
+Every function here either returns a plain value or raises ``OSError`` with the
+errno libbpf reported. Nothing above this package touches ctypes.
+"""
+
+from ._binding import (
+    BPF_TRACE_ITER,
+    LibbpfError,
+    btf_find_struct,
+    btf_free,
+    btf_load_vmlinux,
+    btf_parse_split,
+    iter_create,
+    link_create,
+    map_get_fd_by_id,
+    object_close,
+    object_load,
+    object_open,
+    object_program_fd,
+    set_log_handler,
+)
+
+__all__ = [
+    "BPF_TRACE_ITER",
+    "LibbpfError",
+    "btf_find_struct",
+    "btf_free",
+    "btf_load_vmlinux",
+    "btf_parse_split",
+    "iter_create",
+    "link_create",
+    "map_get_fd_by_id",
+    "object_close",
+    "object_load",
+    "object_open",
+    "object_program_fd",
+    "set_log_handler",
+]

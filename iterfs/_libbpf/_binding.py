@@ -1,0 +1,179 @@
+"""ctypes signatures for the few libbpf calls iterfs makes, and their error checks.
+
+libbpf 1.x has two error conventions (libbpf_common.h): functions returning a
+pointer return NULL and set errno; functions returning int return -errno.
+Each function below is declared with the checker for its convention.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from typing import Callable
+
+BPF_TRACE_ITER = 28  # enum bpf_attach_type, include/uapi/linux/bpf.h
+BTF_KIND_STRUCT = 4
+
+# enum libbpf_print_level
+_LEVELS = {0: "warning", 1: "info", 2: "debug"}
+
+
+class LibbpfError(OSError):
+    """A libbpf call failed; ``errno`` is what libbpf reported."""
+
+
+class _LinkCreateOpts(ctypes.Structure):
+    # struct bpf_link_create_opts up to target_btf_id; libbpf reads only `sz` bytes
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("flags", ctypes.c_uint32),
+        ("iter_info", ctypes.c_void_p),
+        ("iter_info_len", ctypes.c_uint32),
+        ("target_btf_id", ctypes.c_uint32),
+    ]
+
+
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+
+# name: (argtypes, restype, convention)
+_SIGNATURES = {
+    "bpf_object__open_file": ([ctypes.c_char_p, ctypes.c_void_p], ctypes.c_void_p, "ptr"),
+    "bpf_object__load": ([ctypes.c_void_p], ctypes.c_int, "int"),
+    "bpf_object__close": ([ctypes.c_void_p], None, None),
+    "bpf_object__find_program_by_name": ([ctypes.c_void_p, ctypes.c_char_p], ctypes.c_void_p, "ptr"),
+    "bpf_program__fd": ([ctypes.c_void_p], ctypes.c_int, "int"),
+    "bpf_link_create": (
+        [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_LinkCreateOpts)],
+        ctypes.c_int,
+        "int",
+    ),
+    "bpf_iter_create": ([ctypes.c_int], ctypes.c_int, "int"),
+    "bpf_map_get_fd_by_id": ([ctypes.c_uint32], ctypes.c_int, "int"),
+    "btf__load_vmlinux_btf": ([], ctypes.c_void_p, "ptr"),
+    "btf__parse_split": ([ctypes.c_char_p, ctypes.c_void_p], ctypes.c_void_p, "ptr"),
+    "btf__find_by_name_kind": ([ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int, "int"),
+    "btf__free": ([ctypes.c_void_p], None, None),
+    "libbpf_set_print": ([_PRINT_FN], ctypes.c_void_p, None),
+}
+
+_lib = None
+_lib_lock = threading.Lock()
+
+
+def _check_ptr(result, func, args):
+    if not result:
+        err = ctypes.get_errno()
+        raise LibbpfError(err, f"{func.__name__}: {os.strerror(err)}")
+    return result
+
+
+def _check_int(result, func, args):
+    if result < 0:
+        raise LibbpfError(-result, f"{func.__name__}: {os.strerror(-result)}")
+    return result
+
+
+def _load():
+    global _lib
+    with _lib_lock:
+        if _lib is None:
+            lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+            for name, (argtypes, restype, convention) in _SIGNATURES.items():
+                func = getattr(lib, name)
+                func.argtypes = argtypes
+                func.restype = restype
+                if convention == "ptr":
+                    func.errcheck = _check_ptr
+                elif convention == "int":
+                    func.errcheck = _check_int
+            _lib = lib
+    return _lib
+
+
+# libbpf hands its printf-style messages over as (fmt, va_list); libc formats them.
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+_libc.vsnprintf.restype = ctypes.c_int
+_print_callback = None  # keeps the C callback alive
+_VA_LIST_SIZE = 32
+
+
+def set_log_handler(handler: Callable[[str, str], None]) -> None:
+    """Route libbpf's messages (verifier logs included) to handler(level, text)."""
+    global _print_callback
+
+    def _print(level: int, fmt: bytes, args: int) -> int:
+        # vsnprintf consumes its va_list, and a verifier log may need a second,
+        # larger try: each try gets its own copy (va_copy by hand; the va_list
+        # of x86-64 and aarch64 is at most _VA_LIST_SIZE bytes of plain data).
+        saved = ctypes.string_at(args, _VA_LIST_SIZE)
+        size = 1 << 16
+        buf = ctypes.create_string_buffer(size)
+        args_copy = ctypes.create_string_buffer(saved, _VA_LIST_SIZE)
+        n = _libc.vsnprintf(buf, size, fmt, ctypes.addressof(args_copy))
+        if n >= size:
+            buf = ctypes.create_string_buffer(n + 1)
+            args_copy = ctypes.create_string_buffer(saved, _VA_LIST_SIZE)
+            _libc.vsnprintf(buf, n + 1, fmt, ctypes.addressof(args_copy))
+        handler(_LEVELS.get(level, "debug"), buf.value.decode(errors="replace"))
+        return 0
+
+    _print_callback = _PRINT_FN(_print)
+    _load().libbpf_set_print(_print_callback)
+
+
+def object_open(path: str) -> int:
+    return _load().bpf_object__open_file(os.fsencode(path), None)
+
+
+def object_load(obj: int) -> None:
+    _load().bpf_object__load(obj)
+
+
+def object_close(obj: int) -> None:
+    _load().bpf_object__close(obj)
+
+
+def object_program_fd(obj: int, program: str) -> int:
+    prog = _load().bpf_object__find_program_by_name(obj, program.encode())
+    return _load().bpf_program__fd(prog)
+
+
+def link_create(prog_fd: int, link_info: bytes | None) -> int:
+    """An iterator link for prog_fd, with link_info (union bpf_iter_link_info) or none."""
+    opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts))
+    keep = None
+    if link_info:
+        keep = ctypes.create_string_buffer(link_info, len(link_info))
+        opts.iter_info = ctypes.cast(keep, ctypes.c_void_p)
+        opts.iter_info_len = len(link_info)
+    return _load().bpf_link_create(prog_fd, 0, BPF_TRACE_ITER, ctypes.byref(opts))
+
+
+def iter_create(link_fd: int) -> int:
+    return _load().bpf_iter_create(link_fd)
+
+
+def map_get_fd_by_id(map_id: int) -> int:
+    return _load().bpf_map_get_fd_by_id(map_id)
+
+
+def btf_load_vmlinux() -> int:
+    return _load().btf__load_vmlinux_btf()
+
+
+def btf_parse_split(path: str, base: int) -> int:
+    return _load().btf__parse_split(os.fsencode(path), base)
+
+
+def btf_find_struct(btf: int, name: str) -> bool:
+    try:
+        _load().btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT)
+    except LibbpfError:
+        return False
+    return True
+
+
+def btf_free(btf: int) -> None:
+    _load().btf__free(btf)

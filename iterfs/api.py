@@ -1,0 +1,78 @@
+"""Reading iterators without a mount, through the same code the filesystem uses.
+
+    >>> import iterfs
+    >>> print(iterfs.read("task", pid=1))
+    >>> for chunk in iterfs.stream("task_file"):
+    ...     ...
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from pathlib import Path
+from typing import Iterator as TypingIterator
+
+from . import params as params_mod
+from .catalog import BUNDLED_DIR, Catalog
+from .iterator import Iterators
+from .tree import README
+
+
+class Session:
+    """Loaded programs kept across reads; close() releases them."""
+
+    def __init__(self, bpf_dir: Path = BUNDLED_DIR):
+        self.iterators = Iterators(Catalog(bpf_dir))
+
+    def stream(self, target: str, /, **params: int) -> TypingIterator[bytes]:
+        """The output of one fresh walk, chunk by chunk."""
+        return self._stream(target, params_mod.from_kwargs(target, params))
+
+    def read(self, target: str, /, **params: int) -> str:
+        return b"".join(self.stream(target, **params)).decode(errors="surrogateescape")
+
+    def stream_path(self, path: str) -> TypingIterator[bytes]:
+        """The contents of a tree path such as ``task_vma/pid=42`` or ``task/README``."""
+        target, _, name = path.strip("/").partition("/")
+        if name == README:
+            yield self.iterators.catalog.get(target).readme.encode()
+            return
+        yield from self._stream(target, params_mod.parse(target, name or params_mod.ALL))
+
+    def _stream(self, target: str, params: params_mod.Params) -> TypingIterator[bytes]:
+        iterator = self.iterators.open(target, params)
+        try:
+            yield from iterator
+        finally:
+            self.iterators.release(iterator)
+
+    def close(self) -> None:
+        self.iterators.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_default: Session | None = None
+_default_lock = threading.Lock()
+
+
+def default_session() -> Session:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Session()
+            atexit.register(_default.close)
+        return _default
+
+
+def stream(target: str, /, **params: int) -> TypingIterator[bytes]:
+    return default_session().stream(target, **params)
+
+
+def read(target: str, /, **params: int) -> str:
+    return default_session().read(target, **params)

@@ -1,0 +1,123 @@
+"""The ``iterfs`` command: parse arguments, run one subcommand, map errors to exit codes.
+
+Exit status: 0 success, 1 failure (one line on stderr saying why), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .catalog import BUNDLED_DIR
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+log = logging.getLogger("iterfs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iterfs", description="Linux BPF iterators as plain files.")
+    parser.add_argument("--version", action="version", version=f"iterfs {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log everything, and show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mount = commands.add_parser("mount", help="mount the iterator tree; returns once the mount is ready")
+    mount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    mount.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground, logging to stderr")
+    mount.add_argument("--debug", action="store_true", help="log every request and libbpf message")
+    mount.add_argument("--log", type=Path, metavar="FILE", help="log to FILE (default: stderr in the foreground, "
+                       "otherwise syslog when /dev/log exists)")
+    mount.add_argument("--pid-file", type=Path, metavar="FILE", help="write the daemon's pid to FILE")
+    mount.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR",
+                       help="directory of the programs that serve the targets (default: the bundled ones)")
+
+    umount = commands.add_parser("umount", help="unmount, also a mount whose daemon was killed")
+    umount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+
+    cat = commands.add_parser("cat", help="print a tree path without a mount, e.g. task_vma/pid=42")
+    cat.add_argument("paths", nargs="+", metavar="PATH")
+    cat.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = args.debug
+    try:
+        if args.command == "mount":
+            return _mount(args)
+        if args.command == "umount":
+            from .mount import umount
+
+            umount(args.mountpoint)
+            return EXIT_OK
+        return _cat(args)
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # the reader went away (`iterfs cat ... | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as e:
+        if debug:
+            raise
+        print(f"iterfs: {_describe(e)}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, OSError) and e.errno and not e.args[1:]:
+        return f"{os.strerror(e.errno)}"
+    if isinstance(e, OSError) and e.errno:
+        return f"{e.strerror} ({errno.errorcode.get(e.errno, e.errno)})" + (f": {e.filename}" if e.filename else "")
+    return str(e)
+
+
+def _mount(args: argparse.Namespace) -> int:
+    from .mount import Options, mount
+
+    options = Options(mountpoint=args.mountpoint, foreground=args.foreground, debug=args.debug,
+                      log_file=args.log, pid_file=args.pid_file, bpf_dir=args.bpf_dir)
+    mount(options, lambda: configure_logging(options))
+    return EXIT_OK
+
+
+def configure_logging(options) -> None:
+    level = logging.DEBUG if options.debug else logging.INFO
+    if options.log_file:
+        handler: logging.Handler = logging.FileHandler(options.log_file)
+    elif options.foreground:
+        handler = logging.StreamHandler(sys.stderr)
+    elif os.path.exists("/dev/log"):
+        from logging.handlers import SysLogHandler
+
+        handler = SysLogHandler("/dev/log")
+        handler.setFormatter(logging.Formatter("iterfs[%(process)d]: %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    if not handler.formatter:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # libbpf narrates every load at debug level: keep it for --debug
+    logging.getLogger("iterfs.libbpf").setLevel(logging.DEBUG if options.debug else logging.WARNING)
+
+
+def _cat(args: argparse.Namespace) -> int:
+    from .api import Session
+
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format=LOG_FORMAT)
+    out = sys.stdout.buffer
+    with Session(args.bpf_dir) as session:
+        for path in args.paths:
+            for chunk in session.stream_path(path):
+                out.write(chunk)
+            out.flush()
+    return EXIT_OK

@@ -1,0 +1,188 @@
+"""The FUSE operations: thin methods over the tree and the iterators.
+
+Every method runs on the trio loop; whatever may block (a program load, a
+link, a kernel read) goes to a worker thread. Only ``pyfuse3.FUSEError``
+leaves this module: the ``_errors`` boundary maps our exceptions to errnos
+and logs anything unexpected as EIO.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+import time
+from typing import Sequence
+
+import pyfuse3
+import trio
+
+from .iterator import Iterators, Stream
+from .params import ParamError
+from .tree import Kind, Node, Tree
+
+log = logging.getLogger(__name__)
+
+# Targets, READMEs and `all` never change while mounted; parameter files are re-checked
+# at open, so a short cache only delays ls/stat noticing that a process has gone.
+STATIC_TIMEOUT = 300.0
+PARAM_TIMEOUT = 1.0
+
+
+def _errors(method):
+    """The one exception boundary: our errors become errnos, others EIO with a traceback."""
+
+    @functools.wraps(method)
+    async def wrapper(self, *args):
+        try:
+            return await method(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except (ParamError, LookupError) as e:
+            log.debug("%s%r: ENOENT: %s", method.__name__, args[:2], e)
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except OSError as e:
+            code = e.errno or errno.EIO
+            log.warning("%s%r: %s: %s", method.__name__, args[:2], errno.errorcode.get(code, code), e)
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("%s%r: unexpected error, answering EIO", method.__name__, args[:2])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class _Readme:
+    def __init__(self, text: bytes):
+        self.text = text
+
+
+class IterFS(pyfuse3.Operations):
+    def __init__(self, tree: Tree, iterators: Iterators):
+        super().__init__()
+        self._tree = tree
+        self._iterators = iterators
+        self._handles: dict[int, Stream | _Readme] = {}
+        self._listings: dict[int, tuple[Node, list[str]]] = {}
+        self._fh = itertools.count(1)
+        self._mounted_ns = time.time_ns()
+
+    # names
+
+    @_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self._tree.lookup(self._node(parent_inode), os.fsdecode(name))
+        self._tree.remember(node)
+        return self._attributes(node)
+
+    @_errors
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attributes(self._node(inode))
+
+    @_errors
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            self._tree.forget(inode, count)
+
+    @_errors
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        directory = self._node(inode)
+        if directory.kind is not Kind.DIR:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        fh = next(self._fh)
+        # one snapshot per opendir, so entries are neither repeated nor skipped across calls
+        self._listings[fh] = (directory, self._tree.listing(directory))
+        return fh
+
+    @_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        directory, names = self._listings[fh]
+        for index in range(start_id, len(names)):
+            node = self._tree.entry(directory, names[index])
+            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self._attributes(node), index + 1):
+                self._tree.drop_if_unused(node)
+                return
+            self._tree.remember(node)
+
+    @_errors
+    async def releasedir(self, fh: int) -> None:
+        self._listings.pop(fh, None)
+
+    # contents
+
+    @_errors
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        fh = next(self._fh)
+        if node.kind is Kind.README:
+            self._handles[fh] = _Readme(self._readme(node))
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params)
+        self._handles[fh] = Stream(iterator)
+        # size unknown until read: like /proc, st_size is 0 and reads bypass the page cache
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, nonseekable=True)
+
+    @_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self._handles[fh]
+        if isinstance(handle, _Readme):
+            return handle.text[off:off + size]
+        return await trio.to_thread.run_sync(handle.read_at, off, size)
+
+    @_errors
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if isinstance(handle, Stream):
+            # waits for a read of this handle still running in a worker thread
+            await trio.to_thread.run_sync(self._close_stream, handle)
+
+    def _close_stream(self, stream: Stream) -> None:
+        stream.close()
+        self._iterators.release(stream.iterator)
+
+    @_errors
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = 4096
+        data.f_files = self._tree.size
+        data.f_namemax = 255
+        return data
+
+    # helpers
+
+    def _node(self, inode: int) -> Node:
+        try:
+            return self._tree.node(inode)
+        except KeyError:
+            raise LookupError(f"inode {inode} is not known") from None
+
+    def _readme(self, node: Node) -> bytes:
+        return self._iterators.catalog.get(node.target).readme.encode()
+
+    def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = node.inode
+        if node.kind is Kind.DIR:
+            attr.st_mode = stat.S_IFDIR | 0o555
+            attr.st_nlink = 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)
+        else:
+            attr.st_mode = stat.S_IFREG | 0o444
+            attr.st_nlink = 1
+            if node.kind is Kind.README:
+                attr.st_size = len(self._readme(node))
+        attr.st_uid = attr.st_gid = 0
+        attr.st_blksize = 4096
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self._mounted_ns
+        timeout = STATIC_TIMEOUT if node.permanent else PARAM_TIMEOUT
+        attr.entry_timeout = attr.attr_timeout = timeout
+        return attr
+
+    def close(self) -> None:
+        """Release every kernel handle still open (the mount is going away)."""
+        self._handles.clear()
+        self._iterators.close()

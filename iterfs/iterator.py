@@ -1,0 +1,221 @@
+"""Iterator lifecycle: programs loaded once, and per open a link, an iterator fd and its reads.
+
+    Iterators.open(target, params)    load the target's program on first use (kept)
+      -> Iterator                     bpf_link_create(link_info) + bpf_iter_create()
+    Iterator.read(n)                  read(2) on the iterator fd: the kernel runs the program
+    Stream.read_at(offset, size)      what a FUSE read asks for, with a bounded window for re-reads
+
+Everything here blocks (loads, syscalls): callers on an event loop run it in a
+worker thread. Objects that hold kernel handles release them in close().
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from . import _libbpf, params as params_mod
+from .catalog import Catalog, Target
+
+log = logging.getLogger(__name__)
+
+# bpf_seq_read() fills a seq_file buffer of 8 pages; asking for less can split an object's output.
+KERNEL_READ = 8 * os.sysconf("SC_PAGESIZE")
+# Bytes an open keeps after serving them, for a reader that reads them again.
+KEEP_BYTES = 64 * 1024
+# EAGAIN means "the program asked for a retry" or "a million objects without output":
+# both make progress on retry. A program that asks for ever is cut off here.
+MAX_EAGAIN = 100_000
+
+
+class LoadError(OSError):
+    def __init__(self, message: str):
+        super().__init__(errno.EIO, message)
+
+
+class _Loaded:
+    def __init__(self, path: Path):
+        self.obj = _libbpf.object_open(str(path))
+        try:
+            _libbpf.object_load(self.obj)
+        except OSError:
+            _libbpf.object_close(self.obj)
+            raise
+
+    def close(self) -> None:
+        _libbpf.object_close(self.obj)
+
+
+_LIBBPF_LEVELS = {"warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
+_libbpf_log = logging.getLogger("iterfs.libbpf")
+
+
+def _log_libbpf(level: str, text: str) -> None:
+    # a failed load's verifier log arrives here, at warning level, in full
+    _libbpf_log.log(_LIBBPF_LEVELS[level], "%s", text.rstrip("\n"))
+
+
+class Programs:
+    """Loaded objects, one per file, loaded on first use and kept until close()."""
+
+    def __init__(self) -> None:
+        _libbpf.set_log_handler(_log_libbpf)
+        self._lock = threading.Lock()
+        self._loading: dict[Path, threading.Lock] = {}
+        self._loaded: dict[Path, _Loaded | LoadError] = {}
+
+    def prog_fd(self, target: Target) -> int:
+        path = target.object_path
+        with self._lock:
+            loading = self._loading.setdefault(path, threading.Lock())
+        with loading:  # one load per object, however many first opens race
+            loaded = self._loaded.get(path)
+            if loaded is None:
+                loaded = self._load(target)
+                self._loaded[path] = loaded
+        if isinstance(loaded, LoadError):
+            raise loaded
+        return _libbpf.object_program_fd(loaded.obj, target.program)
+
+    @staticmethod
+    def _load(target: Target) -> _Loaded | LoadError:
+        started = time.monotonic()
+        try:
+            loaded = _Loaded(target.object_path)
+        except OSError as e:
+            # libbpf has logged the verifier's output just before this line
+            log.error("%s: program %s of %s failed to load (%s); its files give EIO",
+                      target.name, target.program, target.object_path, e.strerror)
+            return LoadError(f"{target.object_path.name} failed to load: {e.strerror}")
+        log.info("%s: loaded %s in %.1f ms", target.name, target.object_path.name,
+                 (time.monotonic() - started) * 1e3)
+        return loaded
+
+    @property
+    def loaded(self) -> list[Path]:
+        with self._lock:
+            return [p for p, l in self._loaded.items() if isinstance(l, _Loaded)]
+
+    def close(self) -> None:
+        with self._lock:
+            loaded, self._loaded = self._loaded, {}
+        for obj in loaded.values():
+            if isinstance(obj, _Loaded):
+                obj.close()
+
+
+class Iterator:
+    """One walk of the kernel's current state: its own link and iterator fd."""
+
+    def __init__(self, target: str, prog_fd: int, link_info: bytes | None):
+        self.target = target
+        self.link_fd = _libbpf.link_create(prog_fd, link_info)
+        try:
+            self.iter_fd = _libbpf.iter_create(self.link_fd)
+        except OSError:
+            os.close(self.link_fd)
+            raise
+
+    def read(self, size: int = KERNEL_READ) -> bytes:
+        """The next bytes of output, b"" at the end of the walk."""
+        for _ in range(MAX_EAGAIN):
+            try:
+                return os.read(self.iter_fd, max(size, KERNEL_READ))
+            except BlockingIOError:
+                continue
+        raise OSError(errno.EAGAIN, f"{self.target}: the program asked for a retry {MAX_EAGAIN} times in a row")
+
+    def close(self) -> None:
+        if self.iter_fd >= 0:
+            os.close(self.iter_fd)
+            os.close(self.link_fd)
+            self.iter_fd = self.link_fd = -1
+
+    def __enter__(self) -> Iterator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self):
+        while chunk := self.read():
+            yield chunk
+
+
+class Stream:
+    """An Iterator read at offsets, as FUSE asks: on from the end, or again within a window.
+
+    Memory per open: at most KEEP_BYTES already served, plus one read's size,
+    plus one kernel read.
+    """
+
+    def __init__(self, iterator: Iterator):
+        self.iterator = iterator
+        self._lock = threading.Lock()
+        self._buf = bytearray()
+        self._base = 0  # stream offset of _buf[0]
+        self._eof = False
+        self.served = 0
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        with self._lock:
+            if offset < self._base:
+                raise OSError(errno.ESPIPE, f"bytes before {self._base} of this open are no longer kept")
+            end = offset + size
+            while self._base + len(self._buf) < end and not self._eof:
+                chunk = self.iterator.read(end - self._base - len(self._buf))
+                if chunk:
+                    self._buf += chunk
+                else:
+                    self._eof = True
+            start = offset - self._base
+            data = bytes(self._buf[start:start + size])
+            drop = start + len(data) - KEEP_BYTES
+            if drop > 0:
+                del self._buf[:drop]
+                self._base += drop
+            self.served += len(data)
+            return data
+
+    def close(self) -> None:
+        with self._lock:
+            self.iterator.close()
+
+
+class Iterators:
+    """Opens iterators by target name and parameters; owns every kernel handle it made."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.programs = Programs()
+        self._lock = threading.Lock()
+        self._open: set[Iterator] = set()
+
+    def open(self, target_name: str, params: params_mod.Params) -> Iterator:
+        target = self.catalog.get(target_name)
+        params_mod.check(target_name, params)
+        iterator = Iterator(target_name, self.programs.prog_fd(target), params.link_info)
+        with self._lock:
+            self._open.add(iterator)
+        return iterator
+
+    def release(self, iterator: Iterator) -> None:
+        with self._lock:
+            self._open.discard(iterator)
+        iterator.close()
+
+    @property
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def close(self) -> None:
+        with self._lock:
+            still_open, self._open = self._open, set()
+        for iterator in still_open:
+            iterator.close()
+        self.programs.close()

@@ -1,0 +1,183 @@
+"""Mount lifecycle: checks, daemonizing with readiness, the trio + pyfuse3 main loop, unmount.
+
+``iterfs mount`` returns only once the kernel has the mount: the daemon
+writes "ready" on a pipe after pyfuse3.init(), or why it failed. From then on
+the kernel queues requests until the loop serves them, so a reader that
+starts right after the command returns is answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyfuse3
+import trio
+
+from .catalog import BUNDLED_DIR, Catalog
+from .fs import IterFS
+from .iterator import Iterators
+from .tree import Tree
+
+log = logging.getLogger(__name__)
+
+FSTYPE = "fuse.iterfs"
+# Not allow_other: only the user who mounted (root) can use the mount.
+FUSE_OPTIONS = frozenset({"fsname=iterfs", "subtype=iterfs", "ro", "nosuid", "nodev", "noexec", "default_permissions"})
+
+
+class MountError(RuntimeError):
+    """A mount or unmount that cannot go ahead; the message is one line for the user."""
+
+
+@dataclass
+class Options:
+    mountpoint: Path
+    foreground: bool = False
+    debug: bool = False
+    log_file: Path | None = None
+    pid_file: Path | None = None
+    bpf_dir: Path = BUNDLED_DIR
+
+
+def check_host(mountpoint: Path) -> None:
+    if os.geteuid() != 0:
+        raise MountError("iterfs mount needs root: loading BPF iterators takes CAP_BPF and CAP_PERFMON")
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("no /dev/fuse: load the fuse kernel module (modprobe fuse)")
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        raise MountError("no /sys/kernel/btf/vmlinux: iterfs needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+    if not mountpoint.is_dir():
+        raise MountError(f"mount point {mountpoint} is not a directory")
+    if is_mounted(mountpoint):
+        raise MountError(f"{mountpoint} is already an iterfs mount")
+
+
+def mount(opts: Options, configure_logging: Callable[[], None]) -> None:
+    opts.mountpoint = opts.mountpoint.resolve()
+    check_host(opts.mountpoint)
+    if opts.foreground:
+        configure_logging()
+        _write_pid_file(opts)
+        serve(opts, ready=lambda: log.info("mounted on %s", opts.mountpoint))
+    else:
+        _daemonize(opts, configure_logging)
+
+
+def _daemonize(opts: Options, configure_logging: Callable[[], None]) -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read().decode(errors="replace")
+        if message != "ready":
+            os.waitpid(pid, 0)
+            raise MountError(message or "the daemon exited before the mount was ready (see its log)")
+        return
+
+    os.close(read_end)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    status = 1
+    try:
+        configure_logging()
+        _write_pid_file(opts)
+
+        def ready() -> None:
+            os.write(write_end, b"ready")
+            os.close(write_end)
+
+        serve(opts, ready)
+        status = 0
+    except BaseException as e:  # the parent waits for a message, whatever went wrong
+        log.error("%s", e, exc_info=not isinstance(e, MountError))
+        try:
+            os.write(write_end, str(e).encode() or type(e).__name__.encode())
+        except OSError:
+            pass  # already reported ready: the error is in the log
+    finally:
+        os._exit(status)
+
+
+def _write_pid_file(opts: Options) -> None:
+    if opts.pid_file:
+        opts.pid_file.write_text(f"{os.getpid()}\n")
+
+
+def serve(opts: Options, ready: Callable[[], None]) -> None:
+    """Mount, call ready(), serve until unmounted or signalled, then release everything."""
+    try:
+        catalog = Catalog(opts.bpf_dir)
+    except Exception as e:
+        raise MountError(str(e)) from None
+    log.info("serving %s from %s", ", ".join(sorted(catalog.targets)), catalog.bpf_dir)
+    iterators = Iterators(catalog)
+    operations = IterFS(Tree(catalog), iterators)
+    options = set(FUSE_OPTIONS)
+    if opts.debug:
+        options.add("debug")
+    try:
+        pyfuse3.init(operations, str(opts.mountpoint), options)
+    except RuntimeError as e:
+        raise MountError(f"cannot mount on {opts.mountpoint}: {e}") from None
+    try:
+        ready()
+        trio.run(_main)
+    finally:
+        pyfuse3.close(unmount=True)
+        operations.close()
+        if opts.pid_file:
+            opts.pid_file.unlink(missing_ok=True)
+        log.info("unmounted %s", opts.mountpoint)
+
+
+async def _main() -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_terminate_on_signal)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def _terminate_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            separator = fields.index("-")
+            point = fields[4].encode().decode("unicode_escape")  # \040 and friends
+            if point == target and fields[separator + 1] == FSTYPE:
+                return True
+    return False
+
+
+def umount(mountpoint: Path) -> None:
+    """Unmount, also a mount whose daemon was killed (fusermount3 handles both)."""
+    if not is_mounted(mountpoint):
+        raise MountError(f"{mountpoint} is not an iterfs mount")
+    fusermount = shutil.which("fusermount3") or shutil.which("fusermount")
+    if fusermount is None:
+        raise MountError("fusermount3 not found: install the fuse3 package")
+    done = subprocess.run([fusermount, "-u", str(mountpoint)], capture_output=True, text=True)
+    if done.returncode != 0 and is_mounted(mountpoint):
+        # busy: detach now, the kernel finishes once the last user lets go
+        lazy = subprocess.run([fusermount, "-u", "-z", str(mountpoint)], capture_output=True, text=True)
+        if lazy.returncode != 0:
+            raise MountError(f"cannot unmount {mountpoint}: {(lazy.stderr or done.stderr).strip()}")
