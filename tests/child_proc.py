@@ -1,0 +1,55 @@
+"""A process with known open files and threads, driven by the tests over stdin.
+
+At start it holds: a regular file, a deleted file, a pipe, a TCP listening
+socket on loopback, a unix socketpair, an eventfd, and a file mapping.
+Commands: "open PATH" -> "ok FD"; "threads NAME..." -> "ok TID..."; "maps" -> "ok".
+"""
+
+import ctypes
+import mmap
+import os
+import socket
+import sys
+import tempfile
+import threading
+
+PR_SET_NAME = 15
+libc = ctypes.CDLL(None, use_errno=True)
+keep = []
+
+regular = tempfile.NamedTemporaryFile(prefix="iterfs-child-")
+deleted = tempfile.NamedTemporaryFile(prefix="iterfs-deleted-", delete=False)
+os.unlink(deleted.name)
+keep += [regular, deleted, os.pipe()]
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+keep += [listener, socket.socketpair(), os.eventfd(0)]
+regular.write(b"x" * 8192)
+regular.flush()
+keep.append(mmap.mmap(regular.fileno(), 8192, prot=mmap.PROT_READ))
+
+
+def named_thread(name: str, started: threading.Event, tids: list) -> None:
+    libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    tids.append(threading.get_native_id())
+    started.set()
+    threading.Event().wait()
+
+
+print("ready", flush=True)
+for line in sys.stdin:
+    command, _, rest = line.strip().partition(" ")
+    if command == "open":
+        f = open(rest, "rb")
+        keep.append(f)
+        print(f"ok {f.fileno()}", flush=True)
+    elif command == "threads":
+        tids = []
+        for name in rest.split():
+            started = threading.Event()
+            threading.Thread(target=named_thread, args=(name, started, tids), daemon=True).start()
+            started.wait()
+        print("ok " + " ".join(map(str, tids)), flush=True)
+    else:
+        print(f"error unknown command {command!r}", flush=True)

@@ -1,0 +1,101 @@
+"""Shared fixtures: host capability checks, real mounts, child processes.
+
+Under CI=true a missing capability (root, /dev/fuse, bpf(), BTF) fails the
+run; elsewhere it skips the tests that need it, saying what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import Child, Mount, start_mount
+
+IN_CI = os.environ.get("CI") == "true"
+ROOT = Path(__file__).resolve().parent.parent
+ITERFS = Path(sys.executable).with_name("iterfs")
+
+
+def missing(what: str) -> None:
+    pytest.fail(f"required in CI: {what}") if IN_CI else pytest.skip(f"host lacks {what}")
+
+
+def _bpf_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "root (bpf() and FUSE mounts need it)"
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        return "kernel BTF (/sys/kernel/btf/vmlinux)"
+    if not any((ROOT / "iterfs" / "bpf").glob("*.bpf.o")):
+        return "built BPF objects (run make)"
+    try:
+        import iterfs
+
+        with iterfs.Session() as session:
+            session.read("task", pid=os.getpid())
+    except Exception as e:  # any failure here means the kernel cannot run our programs
+        return f"a working bpf() ({e})"
+    return None
+
+
+def _fuse_problem() -> str | None:
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse"
+    if not shutil.which("fusermount3"):
+        return "fusermount3 (package fuse3)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def bpf_host() -> None:
+    problem = _bpf_problem()
+    if problem:
+        missing(problem)
+
+
+@pytest.fixture(scope="session")
+def fuse_host(bpf_host) -> None:
+    problem = _fuse_problem()
+    if problem:
+        missing(problem)
+
+
+@pytest.fixture(autouse=True)
+def _capabilities(request):
+    if request.node.get_closest_marker("fuse"):
+        request.getfixturevalue("fuse_host")
+    elif request.node.get_closest_marker("bpf"):
+        request.getfixturevalue("bpf_host")
+
+
+@pytest.fixture(scope="module")
+def mount(tmp_path_factory, fuse_host):
+    """A real mount made by the installed `iterfs mount`, with --debug logging."""
+    mnt = start_mount(tmp_path_factory.mktemp("mnt"), extra=["--debug"])
+    yield mnt
+    mnt.stop()
+
+
+@pytest.fixture
+def child():
+    with Child() as c:
+        yield c
+
+
+# A failing test that used a mount shows the daemon's log.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Mount):
+                report.sections.append(("iterfs daemon log", value.log_tail()))
+
+
+def run_iterfs(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ITERFS), *args], capture_output=True, text=True, check=check, timeout=120)

@@ -1,0 +1,208 @@
+"""Test helpers: mounts started as a user starts them, child processes, the kernel's own views."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ITERFS = Path(sys.executable).with_name("iterfs")
+CHILD = Path(__file__).with_name("child_proc.py")
+
+
+class Mount:
+    def __init__(self, path: Path, log: Path, pid: int, proc_args: list[str]):
+        self.path = path
+        self.log = log
+        self.pid = pid
+        self.args = proc_args
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def read(self, name: str) -> str:
+        return (self.path / name).read_bytes().decode(errors="surrogateescape")
+
+    def log_tail(self, lines: int = 200) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        # a zombie is not alive for our purposes
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    def wait_exit(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def fd_count(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def stop(self) -> None:
+        """Always leaves no mount and no daemon behind."""
+        subprocess.run([str(ITERFS), "umount", str(self.path)], capture_output=True, timeout=60)
+        if not self.wait_exit(10):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if not self.wait_exit(10):
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+
+
+def start_mount(directory: Path, extra: list[str] = ()) -> Mount:
+    """Mount with the installed `iterfs mount`, which returns once the mount is ready."""
+    path = directory / "mnt"
+    path.mkdir()
+    log = directory / "iterfs.log"
+    pid_file = directory / "iterfs.pid"
+    args = [str(ITERFS), "mount", str(path), "--log", str(log), "--pid-file", str(pid_file), *extra]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
+        raise AssertionError(f"iterfs mount failed ({done.returncode}): {done.stderr.strip()}\n{tail}")
+    return Mount(path, log, int(pid_file.read_text()), args)
+
+
+def is_mounted(path: Path) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+class Child:
+    """A process the test controls: it opens files and starts threads on request."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CHILD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.pid = self.proc.pid
+        self._expect("ready")
+
+    def _expect(self, word: str) -> str:
+        line = self.proc.stdout.readline().strip()
+        assert line.startswith(word), f"child said {line!r}, expected {word!r}"
+        return line[len(word):].strip()
+
+    def command(self, line: str) -> str:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self._expect("ok")
+
+    def open_file(self, path: Path) -> int:
+        return int(self.command(f"open {path}"))
+
+    def start_threads(self, names: list[str]) -> list[int]:
+        return [int(t) for t in self.command("threads " + " ".join(names)).split()]
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+# The kernel's own views
+
+
+def proc_fds(pid: int) -> dict[int, str]:
+    fds = {}
+    for entry in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds[int(entry)] = os.readlink(f"/proc/{pid}/fd/{entry}")
+        except FileNotFoundError:
+            pass
+    return fds
+
+
+def proc_threads(pid: int) -> dict[int, str]:
+    return {
+        int(tid): Path(f"/proc/{pid}/task/{tid}/comm").read_text().rstrip("\n")
+        for tid in os.listdir(f"/proc/{pid}/task")
+    }
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def proc_state(tid: int) -> str:
+    return Path(f"/proc/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def settled(measure, expected, timeout: float = 20.0):
+    """measure() once it equals expected, or its last value after timeout.
+
+    FUSE sends RELEASE after close() has returned, so what a close frees in
+    the daemon is freed a moment later.
+    """
+    deadline = time.monotonic() + timeout
+    while (value := measure()) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
+
+
+def iter_links() -> int:
+    """The kernel's count of iterator links, as bpftool lists them."""
+    out = subprocess.run(["bpftool", "-j", "link", "list"], capture_output=True, text=True, check=True).stdout
+    return sum(1 for link in json.loads(out or "[]") if link.get("type") == "iter")
+
+
+# Parsers of our output: split only as the READMEs document (the last column may hold spaces)
+
+
+def task_lines(text: str) -> list[dict]:
+    lines = text.splitlines()
+    if not lines:
+        return []
+    assert lines[0].split() == ["tgid", "pid", "ppid", "uid", "S", "comm"], lines[0]
+    rows = []
+    for line in lines[1:]:
+        tgid, pid, ppid, uid, state, comm = line.split(None, 5)
+        rows.append(dict(tgid=int(tgid), pid=int(pid), ppid=int(ppid), uid=int(uid), state=state, comm=comm))
+    return rows
+
+
+def task_file_lines(text: str) -> list[dict]:
+    lines = text.splitlines()
+    if not lines:
+        return []
+    assert lines[0].split() == ["tgid", "pid", "fd", "f_op", "path"], lines[0]
+    rows = []
+    for line in lines[1:]:
+        tgid, pid, fd, f_op, path = line.split(None, 4)  # paths start with "/" or "type:"
+        rows.append(dict(tgid=int(tgid), pid=int(pid), fd=int(fd), f_op=int(f_op, 16), path=path))
+    return rows
+
+
+def without_gate_vma(maps: str) -> str:
+    """/proc/PID/maps less the [vsyscall] page, which is not a mapping of the process."""
+    return "".join(line for line in maps.splitlines(keepends=True) if not line.rstrip().endswith("[vsyscall]"))

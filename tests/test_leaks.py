@@ -1,0 +1,73 @@
+"""Every link, iterator fd and program the daemon makes is released."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from helpers import iter_links, settled, start_mount
+
+pytestmark = pytest.mark.fuse
+
+
+def test_opens_hold_one_link_each_and_closes_release_them(mount):
+    path = mount / f"task_file/pid={os.getpid()}"
+    path.read_bytes()  # program loaded, caches warm
+    links, fds = iter_links(), mount.fd_count()
+    held = [open(path, "rb") for _ in range(10)]
+    try:
+        # the measurement sees what an open holds: a link and an iterator fd
+        assert iter_links() == links + 10
+        assert mount.fd_count() == fds + 20
+    finally:
+        for f in held:
+            f.close()
+    assert settled(iter_links, links) == links
+    assert settled(mount.fd_count, fds) == fds
+
+
+def test_two_thousand_cycles_leak_nothing(mount):
+    path = mount / f"task_file/pid={os.getpid()}"
+    path.read_bytes()
+    links, fds = iter_links(), mount.fd_count()
+    for _ in range(2000):
+        with open(path, "rb") as f:
+            assert f.read()
+    for _ in range(100):  # half-read and unread opens too
+        with open(path, "rb") as f:
+            f.read(10)
+        open(path, "rb").close()
+    assert settled(mount.fd_count, fds) == fds
+    assert settled(iter_links, links) == links
+
+
+def test_unmount_releases_links_and_programs(tmp_path, fuse_host):
+    links = iter_links()
+    mnt = start_mount(tmp_path)
+    try:
+        held = open(mnt / "task/all", "rb")
+        assert iter_links() == links + 1
+        progs = _program_ids(mnt.pid)
+        assert progs and all(_prog_exists(p) for p in progs), "the daemon should hold the loaded program"
+    finally:
+        mnt.stop()
+    held.close()
+    assert mnt.wait_exit()
+    assert iter_links() == links
+    assert not any(_prog_exists(p) for p in progs)
+
+
+def _program_ids(pid: int) -> list[int]:
+    ids = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf-prog":
+            for line in open(f"/proc/{pid}/fdinfo/{fd}"):
+                if line.startswith("prog_id:"):
+                    ids.append(int(line.split()[1]))
+    return ids
+
+
+def _prog_exists(prog_id: int) -> bool:
+    return subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode == 0

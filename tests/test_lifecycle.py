@@ -1,0 +1,101 @@
+"""Mount and unmount as users do it: ready on return, signals, kill -9, permissions."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import run_iterfs
+from helpers import ITERFS
+from helpers import is_mounted, start_mount, task_lines
+
+pytestmark = pytest.mark.fuse
+
+
+def test_mount_is_readable_as_soon_as_the_command_returns(tmp_path, fuse_host):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["sh", "-c", f'"$0" mount "$1" --log "$2" && cat "$1/task/pid=$$"', ITERFS,
+         str(mnt), str(tmp_path / "log")],
+        capture_output=True, text=True,
+    )
+    try:
+        assert done.returncode == 0, done.stderr
+        assert task_lines(done.stdout)[0]["comm"] == "sh"
+        entry = next(line for line in open("/proc/self/mountinfo") if line.split()[4] == str(mnt))
+        assert " - fuse.iterfs iterfs " in entry  # fsname and subtype
+        assert "allow_other" not in entry
+    finally:
+        assert run_iterfs("umount", str(mnt)).returncode == 0
+    assert not is_mounted(mnt)
+
+
+def test_umount_stops_the_daemon(tmp_path, fuse_host):
+    mnt = start_mount(tmp_path)
+    done = run_iterfs("umount", str(mnt.path))
+    assert done.returncode == 0, done.stderr
+    assert mnt.wait_exit()
+    assert not is_mounted(mnt.path)
+    assert "unmounted" in mnt.log.read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_unmount_cleanly(tmp_path, fuse_host, sig):
+    mnt = start_mount(tmp_path)
+    try:
+        assert mnt.read("task/all")
+        os.kill(mnt.pid, sig)
+        assert mnt.wait_exit()
+        assert not is_mounted(mnt.path)
+        assert f"{sig.name}: unmounting" in mnt.log.read_text()
+    finally:
+        mnt.stop()
+
+
+def test_kill_9_leaves_a_stale_mount_that_umount_removes(tmp_path, fuse_host):
+    mnt = start_mount(tmp_path)
+    try:
+        os.kill(mnt.pid, signal.SIGKILL)
+        assert mnt.wait_exit()
+        with pytest.raises(OSError) as info:
+            os.listdir(mnt.path)
+        assert info.value.errno == errno.ENOTCONN
+        done = run_iterfs("umount", str(mnt.path))
+        assert done.returncode == 0, done.stderr
+        assert not is_mounted(mnt.path)
+    finally:
+        mnt.stop()
+
+
+def test_mount_errors_are_one_line(tmp_path, fuse_host):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    done = run_iterfs("mount", str(not_a_dir))
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "not a directory" in done.stderr and "Traceback" not in done.stderr
+    done = run_iterfs("umount", str(tmp_path))
+    assert done.returncode == 1 and "not an iterfs mount" in done.stderr
+
+
+def test_mounting_twice_is_refused(tmp_path, fuse_host):
+    mnt = start_mount(tmp_path)
+    try:
+        done = run_iterfs("mount", str(mnt.path))
+        assert done.returncode == 1 and "already an iterfs mount" in done.stderr
+        assert mnt.read("task/all")
+    finally:
+        mnt.stop()
+
+
+def test_the_mount_is_private_to_root(mount):
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    done = subprocess.run([*nobody, "cat", str(mount / "task/all")], capture_output=True, text=True)
+    assert done.returncode != 0 and "Permission denied" in done.stderr
+    done = subprocess.run([*nobody, str(ITERFS), "mount", "/tmp"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "needs root" in done.stderr

@@ -1,0 +1,192 @@
+"""Pure layers: parameter names, object introspection, BTF discovery, the tree's inodes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from iterfs import params
+from iterfs.catalog import BUNDLED_DIR, Catalog
+from iterfs.objects import ObjectError, read_object
+from iterfs.tree import README, Kind, Tree
+
+TASK_TARGETS = ("task", "task_file", "task_vma")
+
+
+# parameters
+
+
+@pytest.mark.parametrize("target", TASK_TARGETS)
+def test_all_has_no_link_info(target):
+    p = params.parse(target, "all")
+    assert p.name == "all" and p.link_info is None
+
+
+@pytest.mark.bpf
+def test_link_info_has_the_kernels_size():
+    out = subprocess.run(
+        ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    size = int(re.search(r"UNION 'bpf_iter_link_info' size=(\d+)", out).group(1))
+    assert size == params.LINK_INFO_SIZE
+    assert len(params.parse("task_vma", "pid=42").link_info) == size
+
+
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("pid=", "positive decimal"),
+        ("pid=abc", "positive decimal"),
+        ("pid=0", "positive decimal"),
+        ("pid=-1", "positive decimal"),
+        ("pid=042", "positive decimal"),
+        ("pid=4294967296", "positive decimal"),
+        ("pid=1,tid=1", "exclude"),
+        ("pid=1,pid=2", "twice"),
+        ("cgroup=1", "unknown parameter"),
+        ("pid", "not key=value"),
+        ("", "not key=value"),
+        ("ALL", "not key=value"),
+    ],
+)
+def test_malformed_names_say_why(name, why):
+    with pytest.raises(params.ParamError, match=why):
+        params.parse("task", name)
+
+
+def test_target_without_schema_takes_only_all():
+    assert params.parse("ksym", "all").link_info is None
+    with pytest.raises(params.ParamError, match="takes no parameters"):
+        params.parse("ksym", "pid=1")
+
+
+def test_from_kwargs_builds_the_canonical_name():
+    assert params.from_kwargs("task", {"pid": 5}).name == "pid=5"
+    assert params.from_kwargs("task", {}).name == "all"
+    with pytest.raises(params.ParamError):
+        params.from_kwargs("task", {"nope": 1})
+
+
+def test_check_knows_processes_from_threads(child):
+    tid = child.start_threads(["worker"])[0]
+    params.check("task", params.parse("task", f"pid={child.pid}"))
+    params.check("task", params.parse("task", f"tid={tid}"))
+    with pytest.raises(params.ParamError, match="thread of process"):
+        params.check("task", params.parse("task", f"pid={tid}"))
+    child.proc.kill()
+    child.proc.wait()
+    with pytest.raises(params.ParamError, match="no process"):
+        params.check("task", params.parse("task", f"pid={child.pid}"))
+
+
+# object introspection, against llvm-readelf's view of the same files
+
+
+def _readelf_iter_programs(path: Path) -> set[tuple[str, str]]:
+    readelf = shutil.which("llvm-readelf") or pytest.fail("llvm-readelf (package llvm) is needed")
+    sections = {}
+    out = subprocess.run([readelf, "-S", "-W", str(path)], capture_output=True, text=True, check=True).stdout
+    for m in re.finditer(r"\[\s*(\d+)\]\s+(\S+)", out):
+        sections[m.group(1)] = m.group(2)
+    programs = set()
+    out = subprocess.run([readelf, "-s", "-W", str(path)], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 8 and fields[3] == "FUNC" and fields[4] == "GLOBAL":
+            section = sections.get(fields[6], "")
+            if section.startswith("iter/"):
+                programs.add((fields[7], section[len("iter/"):]))
+    return programs
+
+
+def test_bundled_objects_list_what_readelf_shows():
+    objects = sorted(BUNDLED_DIR.glob("*.bpf.o"))
+    assert objects, "no bundled objects: run make"
+    for path in objects:
+        obj = read_object(path)
+        assert {(p.name, p.target) for p in obj.programs} == _readelf_iter_programs(path)
+        assert obj.license == "GPL"
+
+
+def test_non_elf_and_non_bpf_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.bpf.o"
+    junk.write_bytes(b"not an object")
+    with pytest.raises(ObjectError, match="not an ELF"):
+        read_object(junk)
+    with pytest.raises(ObjectError, match="not a BPF object"):
+        read_object(Path(shutil.which("true")))
+    with pytest.raises(ObjectError):
+        read_object(tmp_path / "absent.bpf.o")
+
+
+# kernel discovery, against bpftool's dump of the same BTF
+
+
+@pytest.mark.bpf
+def test_kernel_targets_match_bpftool():
+    from iterfs.targets import kernel_targets
+
+    out = subprocess.run(
+        ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    expected = {m for m in re.findall(r"STRUCT 'bpf_iter__(\w+)'", out) if "__" not in m}
+    assert set(kernel_targets()) >= expected
+    assert set(TASK_TARGETS) <= expected
+
+
+# the tree
+
+
+@pytest.mark.bpf
+def test_parameter_nodes_live_while_the_kernel_remembers_them(child):
+    tree = Tree(Catalog())
+    task = tree.lookup(tree.root, "task")
+    assert {README, "all"} <= set(task.children)
+    before = tree.size
+    node = tree.lookup(task, f"pid={child.pid}")
+    assert node.kind is Kind.ITER and node.params.name == f"pid={child.pid}"
+    assert tree.lookup(task, f"pid={child.pid}") is node  # one name, one inode
+    tree.remember(node)
+    tree.remember(node)
+    tree.forget(node.inode, 1)
+    assert tree.node(node.inode) is node
+    tree.forget(node.inode, 1)
+    with pytest.raises(KeyError):
+        tree.node(node.inode)
+    assert tree.size == before
+
+
+@pytest.mark.bpf
+def test_listing_shows_live_processes_and_any_name_can_be_looked_up(child):
+    tree = Tree(Catalog())
+    task = tree.lookup(tree.root, "task_file")
+    names = tree.listing(task)
+    assert names[:2] == [README, "all"] or set(names[:2]) == {README, "all"}
+    assert f"pid={child.pid}" in names and f"pid={os.getpid()}" in names
+    assert all(n in (README, "all") or re.fullmatch(r"pid=[1-9]\d*", n) for n in names)
+    tid = child.start_threads(["lookup"])[0]
+    assert f"pid={tid}" not in names
+    assert tree.lookup(task, f"tid={tid}").params.link_info is not None
+    with pytest.raises(LookupError):
+        tree.lookup(tree.root, "no_such_target")
+
+
+@pytest.mark.bpf
+def test_concurrent_lookups_of_one_name_share_a_node(child):
+    tree = Tree(Catalog())
+    task = tree.lookup(tree.root, "task")
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(tree.lookup(task, f"pid={child.pid}"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(n) for n in found}) == 1
