@@ -1,7 +1,10 @@
 """The FUSE operations: thin methods over the tree and the iterators.
 
-Every method runs on the trio loop; whatever may block (a program load, a
-link, a kernel read) goes to a worker thread. Only ``pyfuse3.FUSEError``
+Every method runs on the trio loop. A kernel read of an iterator (where the
+kernel runs the program) and a program load always go to a worker thread;
+creating a link and an iterator fd are quick bpf() calls made in place, and
+a read that what was already read answers (the final empty read, a re-read)
+is served in place too. Only ``pyfuse3.FUSEError``
 leaves this module: the ``_errors`` boundary maps our exceptions to errnos
 and logs anything unexpected as EIO.
 """
@@ -122,7 +125,10 @@ class IterFS(pyfuse3.Operations):
         if node.kind is Kind.README:
             self._handles[fh] = _Readme(self._readme(node))
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
-        iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params)
+        if self._iterators.loaded(node.target):
+            iterator = self._iterators.open(node.target, node.params)
+        else:
+            iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params)
         self._handles[fh] = Stream(iterator)
         # size unknown until read: like /proc, st_size is 0 and reads bypass the page cache
         return pyfuse3.FileInfo(fh=fh, direct_io=True, nonseekable=True)
@@ -132,18 +138,19 @@ class IterFS(pyfuse3.Operations):
         handle = self._handles[fh]
         if isinstance(handle, _Readme):
             return handle.text[off:off + size]
-        return await trio.to_thread.run_sync(handle.read_at, off, size)
+        data = handle.read_buffered(off, size)
+        if data is None:
+            data = await trio.to_thread.run_sync(handle.read_at, off, size)
+        return data
 
     @_errors
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
         if isinstance(handle, Stream):
-            # waits for a read of this handle still running in a worker thread
-            await trio.to_thread.run_sync(self._close_stream, handle)
-
-    def _close_stream(self, stream: Stream) -> None:
-        stream.close()
-        self._iterators.release(stream.iterator)
+            if not handle.try_close():
+                # a read of this handle is still in the kernel: wait for it in a thread
+                await trio.to_thread.run_sync(handle.close)
+            self._iterators.release(handle.iterator)
 
     @_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -95,6 +95,9 @@ class Programs:
                  (time.monotonic() - started) * 1e3)
         return loaded
 
+    def is_loaded(self, target: Target) -> bool:
+        return target.object_path in self._loaded
+
     @property
     def loaded(self) -> list[Path]:
         with self._lock:
@@ -147,10 +150,15 @@ class Iterator:
 
 
 class Stream:
-    """An Iterator read at offsets, as FUSE asks: on from the end, or again within a window.
+    """An Iterator read at offsets, as FUSE asks.
 
-    Memory per open: at most KEEP_BYTES already served, plus one read's size,
-    plus one kernel read.
+    read_at() reads the kernel as far as a request needs, and blocks;
+    read_buffered() never blocks and answers what the buffer already holds
+    (the final empty read, a re-read), so an event loop can serve it itself.
+    A read at an offset already served is answered again while it is within
+    the last KEEP_BYTES.
+
+    Memory per open: at most KEEP_BYTES + one FUSE read + one kernel read.
     """
 
     def __init__(self, iterator: Iterator):
@@ -158,32 +166,83 @@ class Stream:
         self._lock = threading.Lock()
         self._buf = bytearray()
         self._base = 0  # stream offset of _buf[0]
+        self._served_end = 0
         self._eof = False
+        self._error: OSError | None = None
+        self._closed = False
         self.served = 0
 
+    @property
+    def _produced(self) -> int:
+        return self._base + len(self._buf)
+
     def read_at(self, offset: int, size: int) -> bytes:
+        """The bytes at offset, reading the kernel as needed. Blocks."""
         with self._lock:
-            if offset < self._base:
-                raise OSError(errno.ESPIPE, f"bytes before {self._base} of this open are no longer kept")
-            end = offset + size
-            while self._base + len(self._buf) < end and not self._eof:
-                chunk = self.iterator.read(end - self._base - len(self._buf))
-                if chunk:
-                    self._buf += chunk
-                else:
-                    self._eof = True
-            start = offset - self._base
-            data = bytes(self._buf[start:start + size])
-            drop = start + len(data) - KEEP_BYTES
-            if drop > 0:
-                del self._buf[:drop]
-                self._base += drop
-            self.served += len(data)
-            return data
+            if self._closed:
+                raise OSError(errno.EBADF, "read after release")
+            self._fill_to(offset + size)
+            return self._take(offset, size)
+
+    def read_buffered(self, offset: int, size: int) -> bytes | None:
+        """What read_at() would return, if that needs no kernel read; otherwise None."""
+        if not self._lock.acquire(blocking=False):
+            return None  # a read_at() is in the kernel
+        try:
+            if offset + size > self._produced and not (self._eof or self._error):
+                return None
+            return self._take(offset, size)
+        finally:
+            self._lock.release()
+
+    def _fill_to(self, end: int) -> None:
+        while self._produced < end and not self._eof and self._error is None:
+            try:
+                chunk = self.iterator.read(end - self._produced)
+            except OSError as e:
+                # the reader gets every byte before the error, then the error
+                self._error = e
+                return
+            if chunk:
+                self._buf += chunk
+            else:
+                self._eof = True
+
+    def _take(self, offset: int, size: int) -> bytes:
+        if offset < self._base:
+            raise OSError(errno.ESPIPE, f"bytes before {self._base} of this open are no longer kept")
+        start = offset - self._base
+        if start >= len(self._buf) and self._error is not None:
+            raise self._error
+        with memoryview(self._buf) as view:  # released before the buffer is resized below
+            data = bytes(view[start:start + size])
+        self._served_end = max(self._served_end, offset + len(data))
+        drop = self._served_end - self._base - KEEP_BYTES
+        if drop > 0:
+            del self._buf[:drop]
+            self._base += drop
+        self.served += len(data)
+        return data
+
+    def try_close(self) -> bool:
+        """Close now unless a kernel read holds the stream; True if closed."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._close()
+        finally:
+            self._lock.release()
+        return True
 
     def close(self) -> None:
+        """Close, waiting for a kernel read of this stream to finish. Blocks."""
         with self._lock:
-            self.iterator.close()
+            self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._buf = bytearray()
+        self.iterator.close()
 
 
 class Iterators:
@@ -195,7 +254,12 @@ class Iterators:
         self._lock = threading.Lock()
         self._open: set[Iterator] = set()
 
+    def loaded(self, target_name: str) -> bool:
+        """Whether open() of this target is quick: its program is loaded (or known broken)."""
+        return self.programs.is_loaded(self.catalog.get(target_name))
+
     def open(self, target_name: str, params: params_mod.Params) -> Iterator:
+        """A new walk. Loads the target's program on first use, which blocks."""
         target = self.catalog.get(target_name)
         params_mod.check(target_name, params)
         iterator = Iterator(target_name, self.programs.prog_fd(target), params.link_info)

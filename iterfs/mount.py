@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -116,6 +117,7 @@ def _write_pid_file(opts: Options) -> None:
 
 def serve(opts: Options, ready: Callable[[], None]) -> None:
     """Mount, call ready(), serve until unmounted or signalled, then release everything."""
+    _raise_fd_limit()
     try:
         catalog = Catalog(opts.bpf_dir)
     except Exception as e:
@@ -139,6 +141,14 @@ def serve(opts: Options, ready: Callable[[], None]) -> None:
         if opts.pid_file:
             opts.pid_file.unlink(missing_ok=True)
         log.info("unmounted %s", opts.mountpoint)
+
+
+def _raise_fd_limit() -> None:
+    # every open file holds two fds (link and iterator): 1024 would cap readers at ~500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.debug("file descriptor limit raised from %d to %d", soft, hard)
 
 
 async def _main() -> None:

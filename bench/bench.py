@@ -1,0 +1,153 @@
+"""make bench: iterfs against baselines measured in the same run, on a load the bench creates.
+
+Load: LOAD_PROCS processes holding FILES_EACH open files each. Figures:
+  1. cat MNT/task_file/all  vs  the same object pinned with `bpftool iter pin`, read with cat
+  2. cat MNT/task_file/all  vs  walking /proc/*/fd with readlink (GNU find -printf %l)
+  3. open/read/close of task_file/pid=<self>  vs  the same loop on a constant-file pyfuse3 fs
+  4. daemon RSS idle, and with HELD iterator files open at once
+Each time is the median of several runs. Targets are ratios, never absolute times.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ITERFS = Path(sys.executable).with_name("iterfs")
+LOAD_PROCS = int(os.environ.get("BENCH_PROCS", 2000))
+FILES_EACH = 20
+HELD = 500
+RUNS = 7
+CYCLES = 2000
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def compare(ours, baseline, runs: int = RUNS) -> tuple[float, float, float]:
+    """Median times of ours and baseline, run in turn, and the median of the per-pair ratios.
+
+    Taking the two in turns keeps a noisy machine's drift out of the ratio.
+    """
+    pairs = [(timed(ours), timed(baseline)) for _ in range(runs)]
+    return (statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs),
+            statistics.median(p[0] / p[1] for p in pairs))
+
+
+def cat(path: Path) -> None:
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+
+
+def proc_walk() -> None:
+    subprocess.run(["find", "/proc", "-mindepth", "3", "-maxdepth", "3", "-path", "/proc/[0-9]*/fd/*",
+                    "-printf", "%p %l\n"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cycles(path: Path, n: int = CYCLES) -> None:
+    for _ in range(n):
+        fd = os.open(path, os.O_RDONLY)
+        while os.read(fd, 131072):
+            pass
+        os.close(fd)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def start_load(tmp: Path) -> list[subprocess.Popen]:
+    files = []
+    for i in range(FILES_EACH):
+        path = tmp / f"load-{i}"
+        path.write_text("")
+        files.append(os.open(path, os.O_RDONLY))
+    procs = [subprocess.Popen(["sleep", "3600"], pass_fds=files, stdin=subprocess.DEVNULL) for _ in range(LOAD_PROCS)]
+    for fd in files:
+        os.close(fd)
+    return procs
+
+
+def main() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="iterfs-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        mnt, floor_mnt, pin = tmp / "mnt", tmp / "floor", Path(f"/sys/fs/bpf/iterfs-bench-{os.getpid()}")
+        mnt.mkdir()
+        floor_mnt.mkdir()
+        print(f"starting {LOAD_PROCS} processes with {FILES_EACH} open files each ...", file=sys.stderr)
+        load = start_load(tmp)
+        floor = None
+        pid_file = tmp / "pid"
+        try:
+            subprocess.run([str(ITERFS), "mount", str(mnt), "--pid-file", str(pid_file), "--log", str(tmp / "log")],
+                           check=True)
+            daemon = int(pid_file.read_text())
+            cat(mnt / "task_file/all")  # load the program once
+            idle_rss = rss_mb(daemon)
+
+            subprocess.run(["bpftool", "iter", "pin", str(ROOT / "iterfs/bpf/task_file.bpf.o"), str(pin)],
+                           check=True, capture_output=True)
+            ours_all, pinned, ratio = compare(lambda: cat(mnt / "task_file/all"), lambda: cat(pin), runs=11)
+            rows.append(("cat task_file/all vs bpftool pin + cat", ours_all, pinned, ratio, "<= 1.3x"))
+            ours_all, walk, ratio = compare(lambda: cat(mnt / "task_file/all"), proc_walk, runs=3)
+            rows.append(("cat task_file/all vs find /proc/*/fd -printf %l", ours_all, walk, 1 / ratio,
+                         ">= 5x faster"))
+            lines = (mnt / "task_file/all").read_text().count("\n")
+
+            size = len((mnt / f"task_file/pid={os.getpid()}").read_bytes())
+            floor = subprocess.Popen([sys.executable, str(ROOT / "bench/floorfs.py"), str(floor_mnt), str(size)],
+                                     stdout=subprocess.PIPE, text=True)
+            assert floor.stdout.readline().strip() == "ready"
+            ours_cycle, floor_cycle, ratio = compare(lambda: cycles(mnt / f"task_file/pid={os.getpid()}"),
+                                                     lambda: cycles(floor_mnt / "file"), runs=5)
+            rows.append((f"open/read/close task_file/pid=self ({size} B) vs FUSE floor", ours_cycle / CYCLES,
+                         floor_cycle / CYCLES, ratio, "<= 1.5x"))
+
+            held = [os.open(mnt / f"task_file/pid={os.getpid()}", os.O_RDONLY) for _ in range(HELD)]
+            for fd in held:
+                os.read(fd, 1)
+            held_rss = rss_mb(daemon)
+            for fd in held:
+                os.close(fd)
+        finally:
+            pin.unlink(missing_ok=True)
+            if floor:
+                floor.send_signal(signal.SIGTERM)
+                floor.wait()
+            subprocess.run([str(ITERFS), "umount", str(mnt)], capture_output=True)
+            for p in load:
+                p.kill()
+            for p in load:
+                p.wait()
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"\niterfs bench: {platform.node()}, Linux {platform.release()}, {os.cpu_count()} x {cpu}")
+    print(f"load: {LOAD_PROCS} processes x {FILES_EACH} files ({lines} lines in task_file/all)\n")
+    print(f"| {'measure':<58} | {'iterfs':>10} | {'baseline':>10} | {'ratio':>7} | target        |")
+    print(f"|{'-' * 60}|{'-' * 12}|{'-' * 12}|{'-' * 9}|---------------|")
+    for name, ours, base, ratio, target in rows:
+        print(f"| {name:<58} | {ours * 1e3:>8.2f}ms | {base * 1e3:>8.2f}ms | {ratio:>6.2f}x | {target:<13} |")
+    print(f"| {'daemon RSS idle (programs loaded)':<58} | {idle_rss:>8.1f}MB | {'':>10} | {'':>7} | <= 60 MB      |")
+    print(f"| {f'daemon RSS with {HELD} iterator files open':<58} | {held_rss:>8.1f}MB | {'':>10} | {'':>7} | <= 150 MB     |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
