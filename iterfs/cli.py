@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     mount = commands.add_parser("mount", help="mount the iterator tree; returns once the mount is ready")
     mount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     mount.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground, logging to stderr")
-    mount.add_argument("--debug", action="store_true", help="log every request and libbpf message")
+    # SUPPRESS: an unset subcommand --debug must not overwrite `iterfs --debug mount`
+    mount.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="log every request and libbpf message")
     mount.add_argument("--log", type=Path, metavar="FILE", help="log to FILE (default: stderr in the foreground, "
                        "otherwise syslog when /dev/log exists)")
     mount.add_argument("--pid-file", type=Path, metavar="FILE", help="write the daemon's pid to FILE")

@@ -116,6 +116,7 @@ class Iterator:
 
     def __init__(self, target: str, prog_fd: int, link_info: bytes | None):
         self.target = target
+        self.produced = 0
         self.link_fd = _libbpf.link_create(prog_fd, link_info)
         try:
             self.iter_fd = _libbpf.iter_create(self.link_fd)
@@ -127,10 +128,24 @@ class Iterator:
         """The next bytes of output, b"" at the end of the walk."""
         for _ in range(MAX_EAGAIN):
             try:
-                return os.read(self.iter_fd, max(size, KERNEL_READ))
+                chunk = os.read(self.iter_fd, max(size, KERNEL_READ))
             except BlockingIOError:
                 continue
+            except OSError as e:
+                raise self._explained(e) from None
+            self.produced += len(chunk)
+            return chunk
         raise OSError(errno.EAGAIN, f"{self.target}: the program asked for a retry {MAX_EAGAIN} times in a row")
+
+    def _explained(self, e: OSError) -> OSError:
+        if e.errno == errno.EOPNOTSUPP and self.produced:
+            # kernel/bpf/cgroup_iter.c: cgroup_mutex is held for one read() only
+            return OSError(e.errno, f"{self.target}: the kernel cannot continue this walk after "
+                                    f"{self.produced} bytes (one read buffer); narrow it with id= and order=")
+        if e.errno == errno.E2BIG:
+            return OSError(e.errno, f"{self.target}: one object's output is larger than the kernel's "
+                                    f"read buffer ({KERNEL_READ} bytes)")
+        return OSError(e.errno, f"{self.target}: read: {e.strerror}")
 
     def close(self) -> None:
         if self.iter_fd >= 0:
@@ -262,7 +277,9 @@ class Iterators:
         """A new walk. Loads the target's program on first use, which blocks."""
         target = self.catalog.get(target_name)
         params_mod.check(target_name, params)
-        iterator = Iterator(target_name, self.programs.prog_fd(target), params.link_info)
+        prog_fd = self.programs.prog_fd(target)
+        with params_mod.link_info(target_name, params) as link_info:
+            iterator = Iterator(target_name, prog_fd, link_info)
         with self._lock:
             self._open.add(iterator)
         return iterator

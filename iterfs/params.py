@@ -2,22 +2,29 @@
 
 A name maps to the ``union bpf_iter_link_info`` the kernel takes at link
 creation (include/uapi/linux/bpf.h). Each target has a schema saying which
-keys it takes; a name is accepted only in its one canonical spelling, so one
-set of parameters is one file.
+keys it takes, in which order; a name is accepted only in its one canonical
+spelling (keys in schema order, numbers without leading zeros), so one set of
+parameters is one file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
+from . import _libbpf
+
 ALL = "all"
 LINK_INFO_SIZE = 16  # sizeof(union bpf_iter_link_info)
-_DECIMAL = re.compile(r"[1-9][0-9]{0,9}\Z")
+_DECIMAL = re.compile(r"[1-9][0-9]{0,19}\Z")
 _U32_MAX = 2**32 - 1
+_U64_MAX = 2**64 - 1
+
+Values = Mapping[str, int]
 
 
 class ParamError(ValueError):
@@ -28,26 +35,37 @@ class ParamError(ValueError):
 class Params:
     name: str  # the canonical file name
     values: tuple[tuple[str, int], ...]
-    link_info: bytes | None  # None: walk every object
 
 
 class Schema:
     """Parameters a target takes. The base schema takes none: only ``all``."""
 
     keys: tuple[str, ...] = ()
+    walks_all = True  # whether the target can walk without parameters (the file `all`)
+    maximum = _U32_MAX
 
-    def link_info(self, values: Mapping[str, int]) -> bytes | None:
-        return None
+    def parse_value(self, key: str, text: str) -> int:
+        if not _DECIMAL.match(text) or int(text) > self.maximum:
+            raise ParamError(f"{key}={text}: not a positive decimal number without leading zeros")
+        return int(text)
 
-    def check(self, values: Mapping[str, int]) -> None:
+    def format_value(self, key: str, value: int) -> str:
+        return str(value)
+
+    def validate(self, values: Values) -> None:
+        """Raise ParamError for combinations the kernel would refuse."""
+
+    def check(self, values: Values) -> None:
         """Raise ParamError unless the objects named by values exist right now."""
 
     def listing(self) -> Iterable[str]:
         """Parameter file names worth showing in ``ls``, besides ``all``."""
         return ()
 
-    def validate(self, values: Mapping[str, int]) -> None:
-        """Raise ParamError for combinations the kernel would refuse."""
+    @contextlib.contextmanager
+    def link_info(self, values: Values) -> Iterator[bytes | None]:
+        """The link_info for values, valid inside the block (it may hold fds)."""
+        yield None
 
 
 class TaskSchema(Schema):
@@ -59,12 +77,12 @@ class TaskSchema(Schema):
         if len(values) > 1:
             raise ParamError("pid and tid exclude each other")
 
+    @contextlib.contextmanager
     def link_info(self, values):
         if not values:
-            return None
-        return struct.pack("=III", values.get("tid", 0), values.get("pid", 0), 0).ljust(
-            LINK_INFO_SIZE, b"\0"
-        )
+            yield None
+        else:
+            yield struct.pack("=III", values.get("tid", 0), values.get("pid", 0), 0).ljust(LINK_INFO_SIZE, b"\0")
 
     def check(self, values):
         # The kernel accepts any number and then walks nothing; say ENOENT instead.
@@ -79,10 +97,92 @@ class TaskSchema(Schema):
         return (f"pid={pid}" for pid in live_pids())
 
 
+# enum bpf_cgroup_iter_order
+CGROUP_ORDERS = {"self_only": 1, "descendants_pre": 2, "descendants_post": 3, "ancestors_up": 4}
+
+
+class CgroupSchema(Schema):
+    """cgroup: link_info.cgroup.{cgroup_id,order} (Linux 6.1). No id: the cgroup2 root."""
+
+    keys = ("id", "order")
+    maximum = _U64_MAX
+
+    def parse_value(self, key, text):
+        if key == "order":
+            if text not in CGROUP_ORDERS:
+                raise ParamError(f"order={text}: not one of {', '.join(CGROUP_ORDERS)}")
+            return CGROUP_ORDERS[text]
+        return super().parse_value(key, text)
+
+    def format_value(self, key, value):
+        if key == "order":
+            return next(name for name, number in CGROUP_ORDERS.items() if number == value)
+        return str(value)
+
+    @contextlib.contextmanager
+    def link_info(self, values):
+        if not values:
+            yield None
+        else:
+            yield struct.pack("=IIQ", values.get("order", 0), 0, values.get("id", 0))
+
+    def check(self, values):
+        if "id" in values and values["id"] not in cgroup_ids():
+            raise ParamError(f"no cgroup with id {values['id']} under {cgroup2_root()}")
+
+    def listing(self):
+        return (f"id={cgroup_id}" for cgroup_id in sorted(cgroup_ids()))
+
+
+# enum bpf_map_type, for messages
+MAP_TYPE_NAMES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru_hash",
+                  10: "lru_percpu_hash", 15: "sockmap", 18: "sockhash", 24: "sk_storage"}
+
+
+class MapSchema(Schema):
+    """bpf_map_elem, bpf_sk_storage_map, sockmap: link_info.map.map_fd, named by map id."""
+
+    keys = ("map_id",)
+    walks_all = False
+
+    def __init__(self, map_types: Iterable[int]):
+        self.map_types = frozenset(map_types)
+
+    def check(self, values):
+        map_type = _map_type(values["map_id"])
+        if map_type is None:
+            raise ParamError(f"no BPF map with id {values['map_id']}")
+        if map_type not in self.map_types:
+            fitting = ", ".join(MAP_TYPE_NAMES[t] for t in sorted(self.map_types))
+            raise ParamError(f"map {values['map_id']} is a {MAP_TYPE_NAMES.get(map_type, map_type)} map, "
+                             f"this target takes {fitting}")
+
+    def validate(self, values):
+        if "map_id" not in values:
+            raise ParamError("map_id is required")
+
+    @contextlib.contextmanager
+    def link_info(self, values):
+        # the link takes its own reference to the map: our fd is only needed to create it
+        fd = _libbpf.map_get_fd_by_id(values["map_id"])
+        try:
+            yield struct.pack("=I", fd).ljust(LINK_INFO_SIZE, b"\0")
+        finally:
+            os.close(fd)
+
+    def listing(self):
+        return (f"map_id={map_id}" for map_id in _libbpf.map_ids() if _map_type(map_id) in self.map_types)
+
+
 SCHEMAS: dict[str, Schema] = {
     "task": TaskSchema(),
     "task_file": TaskSchema(),
     "task_vma": TaskSchema(),
+    "cgroup": CgroupSchema(),
+    # kernel/bpf/map_iter.c bpf_iter_attach_map()
+    "bpf_map_elem": MapSchema({1, 2, 5, 6, 9, 10}),
+    "bpf_sk_storage_map": MapSchema({24}),
+    "sockmap": MapSchema({15, 18}),
 }
 _NO_PARAMS = Schema()
 
@@ -95,7 +195,9 @@ def parse(target: str, name: str) -> Params:
     """The parameters a file name stands for, or ParamError saying why it is not one."""
     schema = schema_for(target)
     if name == ALL:
-        return Params(ALL, (), None)
+        if not schema.walks_all:
+            raise ParamError(f"{target} has no 'all': it takes {', '.join(schema.keys)}")
+        return Params(ALL, ())
     values: dict[str, int] = {}
     for pair in name.split(","):
         key, sep, text = pair.partition("=")
@@ -106,17 +208,16 @@ def parse(target: str, name: str) -> Params:
             raise ParamError(f"unknown parameter {key!r} ({target} takes {takes})")
         if key in values:
             raise ParamError(f"{key} given twice")
-        if not _DECIMAL.match(text) or int(text) > _U32_MAX:
-            raise ParamError(f"{key}={text}: not a positive decimal number without leading zeros")
-        values[key] = int(text)
+        values[key] = schema.parse_value(key, text)
     schema.validate(values)
-    canonical = ",".join(f"{key}={values[key]}" for key in schema.keys if key in values)
+    ordered = tuple((key, values[key]) for key in schema.keys if key in values)
+    canonical = ",".join(f"{key}={schema.format_value(key, value)}" for key, value in ordered)
     if canonical != name:
         raise ParamError(f"{name!r} is spelled {canonical!r}")
-    return Params(canonical, tuple((key, values[key]) for key in schema.keys if key in values), schema.link_info(values))
+    return Params(canonical, ordered)
 
 
-def from_kwargs(target: str, kwargs: Mapping[str, int]) -> Params:
+def from_kwargs(target: str, kwargs: Mapping[str, int | str]) -> Params:
     if not kwargs:
         return parse(target, ALL)
     order = schema_for(target).keys
@@ -130,9 +231,16 @@ def check(target: str, params: Params) -> None:
     schema_for(target).check(dict(params.values))
 
 
+def link_info(target: str, params: Params):
+    """Context manager: the link_info bytes (or None) for params, valid inside the block."""
+    return schema_for(target).link_info(dict(params.values))
+
+
 def listing(target: str) -> Iterator[str]:
-    yield ALL
-    yield from schema_for(target).listing()
+    schema = schema_for(target)
+    if schema.walks_all:
+        yield ALL
+    yield from schema.listing()
 
 
 def live_pids() -> list[int]:
@@ -154,3 +262,43 @@ def _tgid_of(tid: int) -> int | None:
         os.close(fd)
     start = status.find(b"\nTgid:")
     return int(status[start + 6:status.index(b"\n", start + 1)]) if start >= 0 else None
+
+
+def cgroup2_root() -> str:
+    """Where cgroup2 is mounted (the first mount in /proc/self/mountinfo)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "cgroup2":
+                return fields[4].encode().decode("unicode_escape")
+    raise ParamError("cgroup2 is not mounted")
+
+
+def cgroup_ids() -> set[int]:
+    """The ids of every cgroup: a cgroup2 directory's inode number is its cgroup id."""
+    ids = set()
+    pending = [cgroup2_root()]
+    while pending:
+        path = pending.pop()
+        try:
+            ids.add(os.stat(path).st_ino)
+            pending.extend(entry.path for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            pass  # removed while we walked
+    return ids
+
+
+def _map_type(map_id: int) -> int | None:
+    """The map's type, from the kernel's fdinfo of a map fd, or None if there is no such map."""
+    try:
+        fd = _libbpf.map_get_fd_by_id(map_id)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("map_type:"):
+                    return int(line.split()[1])
+    finally:
+        os.close(fd)
+    return None

@@ -2,8 +2,8 @@
 
     /                       one directory per served target
     /<target>/README        what a line means, which parameters the target takes
-    /<target>/all           every object
-    /<target>/<params>      e.g. pid=42: any well-formed name can be looked up
+    /<target>/all           every object (targets that can walk without parameters)
+    /<target>/<params>      e.g. pid=42, map_id=7: any well-formed name can be looked up
 
 Directories, READMEs and ``all`` live as long as the mount. Parameter files
 are made on lookup and dropped when the kernel forgets them (lookup count 0),
@@ -54,8 +54,10 @@ class Tree:
             directory = self._new(Kind.DIR, name, target=name)
             self.root.children[name] = directory
             directory.children[README] = self._new(Kind.README, README, target=name)
-            everything = params_mod.parse(name, params_mod.ALL)
-            directory.children[params_mod.ALL] = self._new(Kind.ITER, params_mod.ALL, target=name, params=everything)
+            if params_mod.schema_for(name).walks_all:
+                everything = params_mod.parse(name, params_mod.ALL)
+                directory.children[params_mod.ALL] = self._new(Kind.ITER, params_mod.ALL, target=name,
+                                                               params=everything)
 
     def _new(self, kind: Kind, name: str, **kw) -> Node:
         node = Node(next(self._inodes), kind, name, **kw)

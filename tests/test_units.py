@@ -25,7 +25,9 @@ TASK_TARGETS = ("task", "task_file", "task_vma")
 @pytest.mark.parametrize("target", TASK_TARGETS)
 def test_all_has_no_link_info(target):
     p = params.parse(target, "all")
-    assert p.name == "all" and p.link_info is None
+    assert p.name == "all"
+    with params.link_info(target, p) as info:
+        assert info is None
 
 
 @pytest.mark.bpf
@@ -36,7 +38,8 @@ def test_link_info_has_the_kernels_size():
     ).stdout
     size = int(re.search(r"UNION 'bpf_iter_link_info' size=(\d+)", out).group(1))
     assert size == params.LINK_INFO_SIZE
-    assert len(params.parse("task_vma", "pid=42").link_info) == size
+    with params.link_info("task_vma", params.parse("task_vma", "pid=42")) as info:
+        assert len(info) == size
 
 
 @pytest.mark.parametrize(
@@ -62,7 +65,7 @@ def test_malformed_names_say_why(name, why):
 
 
 def test_target_without_schema_takes_only_all():
-    assert params.parse("ksym", "all").link_info is None
+    assert params.parse("ksym", "all").values == ()
     with pytest.raises(params.ParamError, match="takes no parameters"):
         params.parse("ksym", "pid=1")
 
@@ -174,7 +177,7 @@ def test_listing_shows_live_processes_and_any_name_can_be_looked_up(child):
     assert all(n in (README, "all") or re.fullmatch(r"pid=[1-9]\d*", n) for n in names)
     tid = child.start_threads(["lookup"])[0]
     assert f"pid={tid}" not in names
-    assert tree.lookup(task, f"tid={tid}").params.link_info is not None
+    assert tree.lookup(task, f"tid={tid}").params.values == (("tid", tid),)
     with pytest.raises(LookupError):
         tree.lookup(tree.root, "no_such_target")
 

@@ -50,6 +50,7 @@ _SIGNATURES = {
     ),
     "bpf_iter_create": ([ctypes.c_int], ctypes.c_int, "int"),
     "bpf_map_get_fd_by_id": ([ctypes.c_uint32], ctypes.c_int, "int"),
+    "bpf_map_get_next_id": ([ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)], ctypes.c_int, None),
     "btf__load_vmlinux_btf": ([], ctypes.c_void_p, "ptr"),
     "btf__parse_split": ([ctypes.c_char_p, ctypes.c_void_p], ctypes.c_void_p, "ptr"),
     "btf__find_by_name_kind": ([ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int, "int"),
@@ -157,6 +158,15 @@ def iter_create(link_fd: int) -> int:
 
 def map_get_fd_by_id(map_id: int) -> int:
     return _load().bpf_map_get_fd_by_id(map_id)
+
+
+def map_ids() -> list[int]:
+    """Every BPF map id, ascending (bpf_map_get_next_id() until ENOENT)."""
+    ids, current, following = [], 0, ctypes.c_uint32()
+    while _load().bpf_map_get_next_id(current, ctypes.byref(following)) == 0:
+        current = following.value
+        ids.append(current)
+    return ids
 
 
 def btf_load_vmlinux() -> int:

@@ -1,0 +1,61 @@
+"""The docs say what the code does: man page options and targets, README parameters."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+import pytest
+from docutils.core import publish_string
+
+from iterfs import params
+from iterfs.catalog import BUNDLED_DIR, READMES_DIR
+from iterfs.cli import build_parser
+from iterfs.objects import read_object
+
+ROOT = Path(__file__).resolve().parent.parent
+MAN_PAGES = sorted((ROOT / "man").glob("*.rst"))
+
+
+def bundled_targets() -> set[str]:
+    return {p.target for path in BUNDLED_DIR.glob("*.bpf.o") for p in read_object(path).programs}
+
+
+def cli_options(parser: argparse.ArgumentParser) -> set[str]:
+    options = set()
+    for action in parser._actions:
+        options.update(o for o in action.option_strings if o not in ("-h", "--help"))
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                options.add(name)
+                options |= cli_options(sub)
+    return options
+
+
+@pytest.mark.parametrize("page", MAN_PAGES, ids=lambda p: p.name)
+def test_man_page_renders_without_groff_warnings(page):
+    roff = publish_string(page.read_text(), writer="manpage",
+                          settings_overrides={"report_level": 2, "halt_level": 2})
+    done = subprocess.run(["groff", "-man", "-ww", "-z"], input=roff, capture_output=True)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+
+
+def test_man_page_documents_every_option_and_target():
+    text = (ROOT / "man" / "iterfs.8.rst").read_text()
+    for option in cli_options(build_parser()):
+        assert f"**{option}**" in text, f"{option} is not in iterfs(8)"
+    for target in bundled_targets():
+        assert f"**{target}**" in text, f"target {target} is not in iterfs(8)"
+
+
+def test_every_bundled_target_has_a_readme_naming_its_parameters():
+    readme_md = (ROOT / "README.md").read_text()
+    for target in bundled_targets():
+        readme = (READMES_DIR / target).read_text()
+        assert readme.startswith(f"{target}:")
+        schema = params.schema_for(target)
+        for key in schema.keys:
+            assert f"{key}=" in readme, f"{target}/README does not mention {key}="
+        assert (f"{target}/all" in readme or "  all " in readme) == schema.walks_all
+        assert f"`{target}`" in readme_md, f"README.md does not list {target}"
