@@ -70,6 +70,14 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+def ensure_bpffs() -> None:
+    """The pinned baseline needs bpffs at /sys/fs/bpf, which a fresh machine may not mount."""
+    with open("/proc/self/mounts") as f:
+        if any(line.split()[1:3] == ["/sys/fs/bpf", "bpf"] for line in f):
+            return
+    subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
+
+
 def start_load(tmp: Path) -> list[subprocess.Popen]:
     files = []
     for i in range(FILES_EACH):
@@ -85,6 +93,7 @@ def start_load(tmp: Path) -> list[subprocess.Popen]:
 def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ensure_bpffs()
     rows = []
     with tempfile.TemporaryDirectory(prefix="iterfs-bench-") as tmpdir:
         tmp = Path(tmpdir)
