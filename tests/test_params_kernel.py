@@ -1,0 +1,122 @@
+"""Parameter schemas against kernel objects the test makes: maps, cgroups, a target no kernel has."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from helpers import start_mount
+from iterfs import params
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.bpf
+
+
+@pytest.fixture
+def bpffs(tmp_path):
+    """A bpffs of the test's own, for pinning maps it creates."""
+    path = tmp_path / "bpffs"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(path)], check=True)
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def make_map(bpffs: Path, kind: str, key: int = 4, value: int = 8, entries: int = 16) -> int:
+    pin = bpffs / f"m{uuid.uuid4().hex[:8]}"
+    subprocess.run(["bpftool", "map", "create", str(pin), "type", kind, "key", str(key), "value", str(value),
+                    "entries", str(entries), "name", pin.name], check=True, capture_output=True)
+    info = subprocess.run(["bpftool", "-j", "map", "show", "pinned", str(pin)], check=True,
+                          capture_output=True, text=True).stdout
+    import json
+
+    return json.loads(info)["id"]
+
+
+def test_map_targets_take_map_ids_of_fitting_types(bpffs):
+    hash_id = make_map(bpffs, "hash")
+    array_id = make_map(bpffs, "array")
+    for target in ("bpf_map_elem", "bpf_sk_storage_map", "sockmap"):
+        with pytest.raises(params.ParamError, match="has no 'all'"):
+            params.parse(target, "all")
+    p = params.parse("bpf_map_elem", f"map_id={hash_id}")
+    params.check("bpf_map_elem", p)
+    params.check("bpf_map_elem", params.parse("bpf_map_elem", f"map_id={array_id}"))
+    with pytest.raises(params.ParamError, match=f"map {hash_id} is a hash map, this target takes sockmap, sockhash"):
+        params.check("sockmap", params.parse("sockmap", f"map_id={hash_id}"))
+    with pytest.raises(params.ParamError, match="no BPF map with id 4294967295"):
+        params.check("bpf_map_elem", params.parse("bpf_map_elem", "map_id=4294967295"))
+    listed = set(params.listing("bpf_map_elem"))
+    assert {f"map_id={hash_id}", f"map_id={array_id}"} <= listed and "all" not in listed
+    assert f"map_id={hash_id}" not in set(params.listing("sockmap"))
+    with params.link_info("bpf_map_elem", p) as info:
+        fd = int.from_bytes(info[:4], "little")
+        assert f"map_id:\t{hash_id}" in open(f"/proc/self/fdinfo/{fd}").read()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # the map fd lives only while the link is made
+
+
+@pytest.fixture
+def cgroup_dir():
+    root = Path(params.cgroup2_root())
+    path = root / f"iterfs-test-{uuid.uuid4().hex[:8]}"
+    (path / "child").mkdir(parents=True)
+    yield path
+    (path / "child").rmdir()
+    path.rmdir()
+
+
+def test_cgroup_ids_are_directory_inodes(cgroup_dir):
+    parent, child = os.stat(cgroup_dir).st_ino, os.stat(cgroup_dir / "child").st_ino
+    assert {parent, child} <= params.cgroup_ids()
+    assert {f"id={parent}", f"id={child}", "all"} <= set(params.listing("cgroup"))
+    for order in params.CGROUP_ORDERS:
+        p = params.parse("cgroup", f"id={child},order={order}")
+        params.check("cgroup", p)
+    with pytest.raises(params.ParamError, match="is spelled 'id=5,order=self_only'"):
+        params.parse("cgroup", "order=self_only,id=5")
+    with pytest.raises(params.ParamError, match="not one of"):
+        params.parse("cgroup", "id=5,order=sideways")
+    with pytest.raises(params.ParamError, match="no cgroup with id"):
+        params.check("cgroup", params.parse("cgroup", "id=18446744073709551615"))
+
+
+BOGUS = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char _license[] SEC("license") = "GPL";
+
+/* a target no kernel registers: its context type is declared here */
+struct bpf_iter__iterfs_no_such_target { struct bpf_iter_meta *meta; };
+
+SEC("iter/iterfs_no_such_target")
+int dump_bogus(struct bpf_iter__iterfs_no_such_target *ctx)
+{
+	return 0;
+}
+"""
+
+
+@pytest.mark.fuse
+def test_a_target_the_kernel_lacks_is_absent_from_the_tree(tmp_path, fuse_host):
+    programs = tmp_path / "programs"
+    shutil.copytree(ROOT / "iterfs" / "bpf", programs)
+    (tmp_path / "bogus.bpf.c").write_text(BOGUS)
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", f"-I{ROOT / 'bpf'}", "-c", str(tmp_path / "bogus.bpf.c"),
+                    "-o", str(programs / "bogus.bpf.o")], check=True, capture_output=True)
+    from iterfs.targets import kernel_targets
+
+    assert "iterfs_no_such_target" not in kernel_targets()
+    mnt = start_mount(tmp_path, ["--bpf-dir", str(programs)])
+    try:
+        names = set(os.listdir(mnt.path))
+        assert "iterfs_no_such_target" not in names, "a target this kernel lacks must not be served"
+        assert names and names <= kernel_targets()
+        assert "this kernel has no iterator target 'iterfs_no_such_target'" in mnt.log.read_text()
+    finally:
+        mnt.stop()
