@@ -102,7 +102,12 @@ CGROUP_ORDERS = {"self_only": 1, "descendants_pre": 2, "descendants_post": 3, "a
 
 
 class CgroupSchema(Schema):
-    """cgroup: link_info.cgroup.{cgroup_id,order} (Linux 6.1). No id: the cgroup2 root."""
+    """cgroup: link_info.cgroup.{cgroup_id,order} (Linux 6.1). No id: the cgroup2 root.
+
+    The kernel refuses order 0 (BPF_CGROUP_ITER_ORDER_UNSPEC) and an absent
+    link_info alike (kernel/bpf/cgroup_iter.c bpf_iter_attach_cgroup), so
+    every walk, `all` included, names its order: descendants_pre by default.
+    """
 
     keys = ("id", "order")
     maximum = _U64_MAX
@@ -121,10 +126,8 @@ class CgroupSchema(Schema):
 
     @contextlib.contextmanager
     def link_info(self, values):
-        if not values:
-            yield None
-        else:
-            yield struct.pack("=IIQ", values.get("order", 0), 0, values.get("id", 0))
+        order = values.get("order", CGROUP_ORDERS["descendants_pre"])
+        yield struct.pack("=IIQ", order, 0, values.get("id", 0))
 
     def check(self, values):
         if "id" in values and values["id"] not in cgroup_ids():
