@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the build, the mount and the tests need
-DEBS := clang llvm bpftool libbpf1 libbpf-dev libfuse3-dev fuse3 pkg-config
+DEBS := clang llvm bpftool libbpf1 libbpf-dev libfuse3-dev fuse3 pkg-config iproute2
 
 .PHONY: setup debs venv bpf mount umount test bench clean
 
