@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Debian packages the build, the mount and the tests need
 DEBS := clang llvm bpftool libbpf1 libbpf-dev libfuse3-dev fuse3 pkg-config iproute2
 
-.PHONY: setup debs venv bpf mount umount test bench clean
+.PHONY: setup debs venv bpf mount umount test bench clean man
 
 setup: debs venv bpf
 
@@ -46,3 +46,10 @@ bench: setup
 clean:
 	@$(MAKE) -s -C bpf clean
 	rm -rf $(VENV) build dist *.egg-info
+
+# iterfs(8): its TARGETS section is generated from the target READMEs
+man: man/iterfs.8
+
+man/iterfs.8: man/iterfs.8.rst man/targets.py $(wildcard iterfs/readmes/*) | venv
+	@$(BIN)/python man/targets.py --write
+	@$(BIN)/python -c "import sys; from docutils.core import publish_string; sys.stdout.buffer.write(publish_string(open('$<').read(), writer='manpage'))" > $@

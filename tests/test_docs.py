@@ -42,7 +42,13 @@ def test_man_page_renders_without_groff_warnings(page):
 
 
 def test_man_page_documents_every_option_and_target():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("targets", ROOT / "man" / "targets.py")
+    targets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(targets)
     text = (ROOT / "man" / "iterfs.8.rst").read_text()
+    assert text == targets.rewritten(text), "iterfs(8) TARGETS differs from the READMEs: run make man"
     for option in cli_options(build_parser()):
         assert f"**{option}**" in text, f"{option} is not in iterfs(8)"
     for target in bundled_targets():
