@@ -1,0 +1,86 @@
+"""The kernel's read rules: EAGAIN is retried inside the daemon, E2BIG reaches the reader."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import proc_threads, start_mount
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.fuse
+
+# Asks the kernel to retry every other call (return 1 -> read() gives EAGAIN).
+# A test program only: the counter is shared between runs on purpose.
+RETRYING = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char _license[] SEC("license") = "GPL";
+__u64 calls;
+
+SEC("iter/task")
+int dump_task(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+
+	if (!task)
+		return 0;
+	if (__sync_fetch_and_add(&calls, 1) % 2 == 0)
+		return 1;
+	BPF_SEQ_PRINTF(ctx->meta->seq, "%d %d\n", task->tgid, task->pid);
+	return 0;
+}
+"""
+
+# One object's output (64 KiB) is larger than the kernel's read buffer (32 KiB).
+TOO_BIG = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char _license[] SEC("license") = "GPL";
+
+SEC("iter/task")
+int dump_task(struct bpf_iter__task *ctx)
+{
+	if (!ctx->task)
+		return 0;
+	for (int i = 0; i < 1024; i++)
+		BPF_SEQ_PRINTF(ctx->meta->seq, "%062d\n", i);
+	return 0;
+}
+"""
+
+
+def mount_with_task_program(tmp_path: Path, source: str):
+    programs = tmp_path / "programs"
+    shutil.copytree(ROOT / "iterfs" / "bpf", programs)
+    (tmp_path / "task.bpf.c").write_text(source)
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-mcpu=v3", f"-I{ROOT / 'bpf'}", "-c",
+                    str(tmp_path / "task.bpf.c"), "-o", str(programs / "task.bpf.o")], check=True, capture_output=True)
+    return start_mount(tmp_path, ["--bpf-dir", str(programs)])
+
+
+def test_eagain_is_retried_and_the_walk_completes(tmp_path, fuse_host, child):
+    child.start_threads(["one", "two"])
+    mnt = mount_with_task_program(tmp_path, RETRYING)
+    try:
+        rows = {tuple(map(int, line.split())) for line in mnt.read(f"task/pid={child.pid}").splitlines()}
+        assert rows == {(child.pid, tid) for tid in proc_threads(child.pid)}
+    finally:
+        mnt.stop()
+
+
+def test_e2big_reaches_the_reader_with_a_log_line(tmp_path, fuse_host):
+    mnt = mount_with_task_program(tmp_path, TOO_BIG)
+    try:
+        with pytest.raises(OSError) as info:
+            (mnt / f"task/pid={os.getpid()}").read_bytes()
+        assert info.value.errno == errno.E2BIG
+        assert "one object's output is larger than the kernel's read buffer" in mnt.log.read_text()
+        assert mnt.read(f"task_file/pid={os.getpid()}")  # the others still read
+    finally:
+        mnt.stop()
