@@ -81,6 +81,35 @@ static __always_inline int seq_write_path(struct seq_file *seq, const struct pat
 	return 0;
 }
 
+/* SOCK_INODE(): a socket's inode (the number in socket:[N]) follows it in struct socket_alloc. */
+static __always_inline unsigned long sock_ino(struct sock *sk)
+{
+	struct socket *sock = sk->sk_socket;
+
+	if (!sock)
+		return 0;
+	return BPF_CORE_READ(container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino);
+}
+
+/* Linux 6.18 (net: add sk->sk_drop_counters) may count drops per NUMA node outside sk_drops. */
+struct sock___drop_counters {
+	struct numa_drop_counters *sk_drop_counters;
+} __attribute__((preserve_access_index));
+
+/* What sk_drops_read() (include/net/sock.h) returns: /proc shows it as drops. */
+static __always_inline unsigned int sock_drops(struct sock *sk)
+{
+	struct sock___drop_counters *s = (void *)sk;
+	struct numa_drop_counters *ndc;
+
+	if (bpf_core_field_exists(s->sk_drop_counters)) {
+		ndc = BPF_CORE_READ(s, sk_drop_counters);
+		if (ndc)
+			return BPF_CORE_READ(ndc, drops0.counter) + BPF_CORE_READ(ndc, drops1.counter);
+	}
+	return sk->sk_drops.counter;
+}
+
 /* Linux 5.14 (2f064a59a11f) renamed task_struct::state to __state. */
 struct task_struct___pre514 {
 	long state;

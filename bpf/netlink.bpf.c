@@ -4,35 +4,6 @@
 
 char _license[] SEC("license") = "GPL";
 
-/* Linux 6.18 (net: add sk->sk_drop_counters) may count drops per NUMA node outside sk_drops. */
-struct sock___drop_counters {
-	struct numa_drop_counters *sk_drop_counters;
-} __attribute__((preserve_access_index));
-
-/* sk_drops_read() */
-static __always_inline unsigned int sock_drops(struct sock *sk)
-{
-	struct sock___drop_counters *s = (void *)sk;
-	struct numa_drop_counters *ndc;
-
-	if (bpf_core_field_exists(s->sk_drop_counters)) {
-		ndc = BPF_CORE_READ(s, sk_drop_counters);
-		if (ndc)
-			return BPF_CORE_READ(ndc, drops0.counter) + BPF_CORE_READ(ndc, drops1.counter);
-	}
-	return sk->sk_drops.counter;
-}
-
-/* sock_i_ino(): 0 for a socket whose file is gone (orphaned) */
-static __always_inline unsigned long sock_ino(struct sock *sk)
-{
-	struct socket *sock = sk->sk_socket;
-
-	if (!sock)
-		return 0;
-	return BPF_CORE_READ(container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino);
-}
-
 SEC("iter/netlink")
 int dump_netlink(struct bpf_iter__netlink *ctx)
 {

@@ -45,16 +45,6 @@ static __always_inline long jiffies_delta_to_clock_t(long delta)
 	return delta > 0 ? jiffies_to_clock_t(delta) : 0;
 }
 
-/* sock_i_ino(): 0 for a socket whose file is gone (orphaned) */
-static __always_inline unsigned long sock_ino(struct sock *sk)
-{
-	struct socket *sock = sk->sk_socket;
-
-	if (!sock)
-		return 0;
-	return BPF_CORE_READ(container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino);
-}
-
 /* Linux 6.5 ("tcp: Make pingpong threshold tunable") made the threshold a sysctl. */
 static __always_inline int in_pingpong_mode(struct inet_connection_sock *icsk)
 {

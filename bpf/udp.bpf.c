@@ -15,31 +15,6 @@ char _license[] SEC("license") = "GPL";
 /* udp4_seq_show(): seq_setwidth(127) and seq_pad() fill IPv4 lines with spaces */
 #define UDP4_WIDTH	"127"
 
-/* sock_i_ino(): 0 for a socket whose file is gone (orphaned) */
-static __always_inline unsigned long sock_ino(struct sock *sk)
-{
-	struct socket *sock = sk->sk_socket;
-
-	if (!sock)
-		return 0;
-	return BPF_CORE_READ(container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino);
-}
-
-/*
- * Linux 6.18 ("net: add sk->sk_drop_counters", "udp: add drop_counters to
- * udp socket") counts UDP drops per NUMA node; sk_drops_read() sums them.
- */
-static __always_inline __u32 sock_drops(struct sock *sk)
-{
-	struct numa_drop_counters *ndc = NULL;
-
-	if (bpf_core_field_exists(sk->sk_drop_counters))
-		ndc = sk->sk_drop_counters;
-	if (ndc)
-		return ndc->drops0.counter + ndc->drops1.counter;
-	return sk->sk_drops.counter;
-}
-
 /*
  * Linux 6.5 (c96dac8d369f, "bpf: udp: Implement batching for sockets
  * iterator") makes the iterator hold a reference on the socket it shows;

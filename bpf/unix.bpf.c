@@ -9,16 +9,6 @@ char _license[] SEC("license") = "GPL";
 /* sizeof(struct sockaddr_un::sun_path) */
 #define UNIX_PATH_MAX	108
 
-/* sock_i_ino(): 0 for a socket whose file is gone (orphaned) */
-static __always_inline unsigned long sock_ino(struct sock *sk)
-{
-	struct socket *sock = sk->sk_socket;
-
-	if (!sock)
-		return 0;
-	return BPF_CORE_READ(container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino);
-}
-
 /*
  * The address as unix_seq_show() prints it: a filesystem path up to its NUL,
  * an abstract name as '@' and its bytes, each NUL byte (the leading one too)
