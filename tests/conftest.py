@@ -81,6 +81,16 @@ def mount(tmp_path_factory, fuse_host):
 
 
 @pytest.fixture
+def bpffs(tmp_path):
+    """A bpffs of the test's own, for pinning maps it creates (unmounting frees them)."""
+    path = tmp_path / "bpffs"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(path)], check=True)
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.fixture
 def child():
     with Child() as c:
         yield c

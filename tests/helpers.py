@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ITERFS = Path(sys.executable).with_name("iterfs")
@@ -174,6 +175,18 @@ def iter_links() -> int:
     """The kernel's count of iterator links, as bpftool lists them."""
     out = subprocess.run(["bpftool", "-j", "link", "list"], capture_output=True, text=True, check=True).stdout
     return sum(1 for link in json.loads(out or "[]") if link.get("type") == "iter")
+
+
+def make_map(bpffs: Path, kind: str, key: int = 4, value: int = 8, entries: int = 16) -> int:
+    """A map made and pinned by bpftool; its id."""
+    pin = bpffs / f"m{uuid.uuid4().hex[:8]}"
+    subprocess.run(["bpftool", "map", "create", str(pin), "type", kind, "key", str(key), "value", str(value),
+                    "entries", str(entries), "name", pin.name], check=True, capture_output=True)
+    return bpftool_json("map", "show", "pinned", str(pin))["id"]
+
+
+def bpftool_json(*args: str):
+    return json.loads(subprocess.run(["bpftool", "-j", *args], check=True, capture_output=True, text=True).stdout)
 
 
 # Parsers of our output: split only as the READMEs document (the last column may hold spaces)

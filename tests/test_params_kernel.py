@@ -10,32 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import start_mount
+from helpers import make_map, start_mount
 from iterfs import params
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.bpf
-
-
-@pytest.fixture
-def bpffs(tmp_path):
-    """A bpffs of the test's own, for pinning maps it creates."""
-    path = tmp_path / "bpffs"
-    path.mkdir()
-    subprocess.run(["mount", "-t", "bpf", "bpf", str(path)], check=True)
-    yield path
-    subprocess.run(["umount", "-l", str(path)], check=True)
-
-
-def make_map(bpffs: Path, kind: str, key: int = 4, value: int = 8, entries: int = 16) -> int:
-    pin = bpffs / f"m{uuid.uuid4().hex[:8]}"
-    subprocess.run(["bpftool", "map", "create", str(pin), "type", kind, "key", str(key), "value", str(value),
-                    "entries", str(entries), "name", pin.name], check=True, capture_output=True)
-    info = subprocess.run(["bpftool", "-j", "map", "show", "pinned", str(pin)], check=True,
-                          capture_output=True, text=True).stdout
-    import json
-
-    return json.loads(info)["id"]
 
 
 def test_map_targets_take_map_ids_of_fitting_types(bpffs):
