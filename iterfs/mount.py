@@ -13,6 +13,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,12 @@ def mount(opts: Options, configure_logging: Callable[[], None]) -> None:
     if opts.foreground:
         configure_logging()
         _write_pid_file(opts)
-        serve(opts, ready=lambda: log.info("mounted on %s", opts.mountpoint))
+
+        def ready() -> None:
+            log.info("mounted on %s", opts.mountpoint)
+            sd_notify(b"READY=1")
+
+        serve(opts, ready)
     else:
         _daemonize(opts, configure_logging)
 
@@ -108,6 +114,20 @@ def _daemonize(opts: Options, configure_logging: Callable[[], None]) -> None:
             pass  # already reported ready: the error is in the log
     finally:
         os._exit(status)
+
+
+def sd_notify(message: bytes) -> None:
+    """Tell systemd (Type=notify) about the daemon's state; nothing without $NOTIFY_SOCKET."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(message, address)
+        except OSError as e:
+            log.warning("cannot notify systemd at %s: %s", os.environ["NOTIFY_SOCKET"], e)
 
 
 def _write_pid_file(opts: Options) -> None:
@@ -162,6 +182,7 @@ async def _terminate_on_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("%s: unmounting", signal.Signals(signum).name)
+            sd_notify(b"STOPPING=1")
             pyfuse3.terminate()
             return
 

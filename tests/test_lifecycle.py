@@ -99,3 +99,26 @@ def test_the_mount_is_private_to_root(mount):
     done = subprocess.run([*nobody, str(ITERFS), "mount", "/tmp"],
                           capture_output=True, text=True)
     assert done.returncode == 1 and "needs root" in done.stderr
+
+
+def test_foreground_daemon_tells_systemd_when_ready_and_stopping(tmp_path, fuse_host):
+    import socket
+
+    address = tmp_path / "notify"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(address))
+        listener.settimeout(60)
+        daemon = subprocess.Popen([str(ITERFS), "mount", "--foreground", str(mnt)], stderr=subprocess.DEVNULL,
+                                  env={**os.environ, "NOTIFY_SOCKET": str(address)})
+        try:
+            assert listener.recv(64) == b"READY=1"
+            assert task_lines((mnt / f"task/pid={os.getpid()}").read_text())[0]["pid"] == os.getpid()
+            daemon.terminate()
+            assert listener.recv(64) == b"STOPPING=1"
+            assert daemon.wait(timeout=60) == 0
+            assert not is_mounted(mnt)
+        finally:
+            daemon.kill()
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
