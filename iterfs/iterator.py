@@ -38,9 +38,11 @@ class LoadError(OSError):
 
 
 class _Loaded:
-    def __init__(self, path: Path):
-        self.obj = _libbpf.object_open(str(path))
+    def __init__(self, target: Target):
+        self.obj = _libbpf.object_open(str(target.object_path))
         try:
+            if target.attach:
+                _libbpf.object_set_iter_target(self.obj, target.program, target.attach)
             _libbpf.object_load(self.obj)
         except OSError:
             _libbpf.object_close(self.obj)
@@ -59,24 +61,32 @@ def _log_libbpf(level: str, text: str) -> None:
     _libbpf_log.log(_LIBBPF_LEVELS[level], "%s", text.rstrip("\n"))
 
 
+_Key = tuple[Path, "str | None"]
+
+
+def _key(target: Target) -> _Key:
+    # the generic object is loaded once per target it is attached to
+    return (target.object_path, target.attach)
+
+
 class Programs:
-    """Loaded objects, one per file, loaded on first use and kept until close()."""
+    """Loaded objects, one per file (and attach target), loaded on first use and kept until close()."""
 
     def __init__(self) -> None:
         _libbpf.set_log_handler(_log_libbpf)
         self._lock = threading.Lock()
-        self._loading: dict[Path, threading.Lock] = {}
-        self._loaded: dict[Path, _Loaded | LoadError] = {}
+        self._loading: dict[_Key, threading.Lock] = {}
+        self._loaded: dict[_Key, _Loaded | LoadError] = {}
 
     def prog_fd(self, target: Target) -> int:
-        path = target.object_path
+        key = _key(target)
         with self._lock:
-            loading = self._loading.setdefault(path, threading.Lock())
+            loading = self._loading.setdefault(key, threading.Lock())
         with loading:  # one load per object, however many first opens race
-            loaded = self._loaded.get(path)
+            loaded = self._loaded.get(key)
             if loaded is None:
                 loaded = self._load(target)
-                self._loaded[path] = loaded
+                self._loaded[key] = loaded
         if isinstance(loaded, LoadError):
             raise loaded
         return _libbpf.object_program_fd(loaded.obj, target.program)
@@ -85,7 +95,7 @@ class Programs:
     def _load(target: Target) -> _Loaded | LoadError:
         started = time.monotonic()
         try:
-            loaded = _Loaded(target.object_path)
+            loaded = _Loaded(target)
         except OSError as e:
             # libbpf has logged the verifier's output just before this line
             log.error("%s: program %s of %s failed to load (%s); its files give EIO",
@@ -96,12 +106,12 @@ class Programs:
         return loaded
 
     def is_loaded(self, target: Target) -> bool:
-        return target.object_path in self._loaded
+        return _key(target) in self._loaded
 
     @property
-    def loaded(self) -> list[Path]:
+    def loaded(self) -> list[_Key]:
         with self._lock:
-            return [p for p, l in self._loaded.items() if isinstance(l, _Loaded)]
+            return [key for key, l in self._loaded.items() if isinstance(l, _Loaded)]
 
     def close(self) -> None:
         with self._lock:

@@ -19,7 +19,9 @@ MAN_PAGES = sorted((ROOT / "man").glob("*.rst"))
 
 
 def bundled_targets() -> set[str]:
-    return {p.target for path in BUNDLED_DIR.glob("*.bpf.o") for p in read_object(path).programs}
+    from iterfs.catalog import GENERIC
+
+    return {p.target for path in BUNDLED_DIR.glob("*.bpf.o") for p in read_object(path).programs} - {GENERIC}
 
 
 def cli_options(parser: argparse.ArgumentParser) -> set[str]:

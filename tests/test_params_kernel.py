@@ -99,3 +99,28 @@ def test_a_target_the_kernel_lacks_is_absent_from_the_tree(tmp_path, fuse_host):
         assert "this kernel has no iterator target 'iterfs_no_such_target'" in mnt.log.read_text()
     finally:
         mnt.stop()
+
+
+@pytest.mark.fuse
+def test_targets_no_program_knows_are_served_by_the_generic_program(tmp_path, fuse_host, child):
+    from helpers import proc_threads
+
+    programs = tmp_path / "programs"
+    shutil.copytree(ROOT / "iterfs" / "bpf", programs)
+    for forgotten in ("task.bpf.o", "ksym.bpf.o"):
+        (programs / forgotten).unlink()
+    child.start_threads(["g1", "g2"])
+    mnt = start_mount(tmp_path, ["--bpf-dir", str(programs)])
+    try:
+        assert {"task", "ksym"} <= set(os.listdir(mnt.path))
+        readme = mnt.read("task/README")
+        assert "generic program" in readme and "struct bpf_iter__task" in readme
+        lines = mnt.read(f"task/pid={child.pid}").splitlines()
+        assert lines[0] == "object"
+        assert len(lines[1:]) == len(proc_threads(child.pid))  # one line per thread
+        assert all(int(address, 16) > 0 for address in lines[1:])
+        assert len(set(lines[1:])) == len(lines[1:])  # each thread its own task_struct
+        assert mnt.read("ksym/all").startswith("object\n")
+        assert "ksym: no program knows this target, serving it with generic.bpf.o" in mnt.log.read_text()
+    finally:
+        mnt.stop()

@@ -19,6 +19,7 @@ from ._binding import (
     object_load,
     object_open,
     object_program_fd,
+    object_set_iter_target,
     set_log_handler,
 )
 
@@ -37,5 +38,6 @@ __all__ = [
     "object_load",
     "object_open",
     "object_program_fd",
+    "object_set_iter_target",
     "set_log_handler",
 ]

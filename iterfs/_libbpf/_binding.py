@@ -43,6 +43,7 @@ _SIGNATURES = {
     "bpf_object__close": ([ctypes.c_void_p], None, None),
     "bpf_object__find_program_by_name": ([ctypes.c_void_p, ctypes.c_char_p], ctypes.c_void_p, "ptr"),
     "bpf_program__fd": ([ctypes.c_void_p], ctypes.c_int, "int"),
+    "bpf_program__set_attach_target": ([ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p], ctypes.c_int, "int"),
     "bpf_link_create": (
         [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_LinkCreateOpts)],
         ctypes.c_int,
@@ -134,6 +135,12 @@ def object_load(obj: int) -> None:
 
 def object_close(obj: int) -> None:
     _load().bpf_object__close(obj)
+
+
+def object_set_iter_target(obj: int, program: str, target: str) -> None:
+    """Point an iterator program at another target before load (libbpf adds "bpf_iter_")."""
+    prog = _load().bpf_object__find_program_by_name(obj, program.encode())
+    _load().bpf_program__set_attach_target(prog, 0, target.encode())
 
 
 def object_program_fd(obj: int, program: str) -> int:
