@@ -16,6 +16,7 @@ from typing import Iterator as TypingIterator
 from . import params as params_mod
 from .catalog import BUNDLED_DIR, Catalog
 from .iterator import Iterators
+from .pins import check_bpffs_path
 from .tree import README
 
 
@@ -38,7 +39,17 @@ class Session:
         if name == README:
             yield self.iterators.catalog.get(target).readme.encode()
             return
-        yield from self._stream(target, params_mod.parse(target, name or params_mod.ALL))
+        yield from self._stream(*self._resolve(path))
+
+    def pin(self, path: str, bpffs_path: Path) -> None:
+        """Pin the iterator of a tree path (``task_vma/pid=42``) at bpffs_path; it outlives us."""
+        target, params = self._resolve(path)
+        check_bpffs_path(bpffs_path)
+        self.iterators.pin(target, params, str(bpffs_path))
+
+    def _resolve(self, path: str) -> tuple[str, params_mod.Params]:
+        target, _, name = path.strip("/").partition("/")
+        return target, params_mod.parse(target, name or params_mod.ALL)
 
     def _stream(self, target: str, params: params_mod.Params) -> TypingIterator[bytes]:
         iterator = self.iterators.open(target, params)

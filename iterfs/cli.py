@@ -39,12 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR",
                        help="directory of the programs that serve the targets (default: the bundled ones)")
 
+    mount.add_argument("--bpffs", type=Path, action="append", default=[], metavar="PATH",
+                       help="mirror the iterator pins under PATH in pinned/ (repeatable; default: every bpffs mount)")
+
     umount = commands.add_parser("umount", help="unmount, also a mount whose daemon was killed")
     umount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
 
     cat = commands.add_parser("cat", help="print a tree path without a mount, e.g. task_vma/pid=42")
     cat.add_argument("paths", nargs="+", metavar="PATH")
     cat.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR", help=argparse.SUPPRESS)
+
+    pin = commands.add_parser("pin", help="pin the iterator of a tree path in bpffs, e.g. task_vma/pid=42 "
+                                          "/sys/fs/bpf/vma42; cat works on the pin after iterfs is gone")
+    pin.add_argument("path", metavar="PATH")
+    pin.add_argument("bpffs_path", type=Path, metavar="BPFFS_PATH")
+    pin.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR", help=argparse.SUPPRESS)
+
+    unpin = commands.add_parser("unpin", help="remove an iterator pin from bpffs")
+    unpin.add_argument("bpffs_path", type=Path, metavar="BPFFS_PATH")
     return parser
 
 
@@ -58,6 +70,17 @@ def main(argv: list[str] | None = None) -> int:
             from .mount import umount
 
             umount(args.mountpoint)
+            return EXIT_OK
+        if args.command == "pin":
+            from .api import Session
+
+            with Session(args.bpf_dir) as session:
+                session.pin(args.path, args.bpffs_path)
+            return EXIT_OK
+        if args.command == "unpin":
+            from .pins import unpin
+
+            unpin(args.bpffs_path)
             return EXIT_OK
         return _cat(args)
     except KeyboardInterrupt:
@@ -85,7 +108,7 @@ def _mount(args: argparse.Namespace) -> int:
     from .mount import Options, mount
 
     options = Options(mountpoint=args.mountpoint, foreground=args.foreground, debug=args.debug,
-                      log_file=args.log, pid_file=args.pid_file, bpf_dir=args.bpf_dir)
+                      log_file=args.log, pid_file=args.pid_file, bpf_dir=args.bpf_dir, bpffs=args.bpffs)
     mount(options, lambda: configure_logging(options))
     return EXIT_OK
 

@@ -24,7 +24,7 @@ import pyfuse3
 import trio
 
 from .iterator import Iterators, Stream
-from .params import ParamError
+from .params import ParamError, as_text as params_text
 from .tree import Kind, Node, Tree
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class IterFS(pyfuse3.Operations):
     @_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         directory = self._node(inode)
-        if directory.kind is not Kind.DIR:
+        if directory.kind not in (Kind.DIR, Kind.MIRROR):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = next(self._fh)
         # one snapshot per opendir, so entries are neither repeated nor skipped across calls
@@ -125,7 +125,9 @@ class IterFS(pyfuse3.Operations):
         if node.kind is Kind.README:
             self._handles[fh] = _Readme(self._readme(node))
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
-        if self._iterators.loaded(node.target):
+        if node.kind is Kind.PIN:
+            iterator = self._iterators.open_pin(node.path, node.target)
+        elif self._iterators.loaded(node.target):
             iterator = self._iterators.open(node.target, node.params)
         else:
             iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params)
@@ -153,6 +155,28 @@ class IterFS(pyfuse3.Operations):
             self._iterators.release(handle.iterator)
 
     @_errors
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return [name.encode() for name in self._xattrs(self._node(inode))]
+
+    @_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value.encode()
+
+    def _xattrs(self, node: Node) -> dict[str, str]:
+        """user.iterfs.*: a file's target and parameters (a pin's as its link's fdinfo says)."""
+        if node.kind is Kind.PIN:
+            pin = self._tree.pin(node)
+            values = {"target": pin.target, "link_id": str(pin.link_id), "prog_id": str(pin.prog_id), **pin.params}
+        elif node.kind is Kind.ITER:
+            values = {"target": node.target, **params_text(node.target, node.params)}
+        else:
+            return {}
+        return {f"user.iterfs.{key}": value for key, value in values.items()}
+
+    @_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = 4096
@@ -174,7 +198,7 @@ class IterFS(pyfuse3.Operations):
     def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = node.inode
-        if node.kind is Kind.DIR:
+        if node.kind in (Kind.DIR, Kind.MIRROR):
             attr.st_mode = stat.S_IFDIR | 0o555
             attr.st_nlink = 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)
         else:

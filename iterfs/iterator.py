@@ -134,6 +134,16 @@ class Iterator:
             os.close(self.link_fd)
             raise
 
+    @classmethod
+    def of_pin(cls, path: str, target: str) -> Iterator:
+        """A walk of an iterator link pinned in bpffs: open(2) on the pin makes one."""
+        iterator = cls.__new__(cls)
+        iterator.target = target
+        iterator.produced = 0
+        iterator.link_fd = -1  # the pin holds the link
+        iterator.iter_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return iterator
+
     def read(self, size: int = KERNEL_READ) -> bytes:
         """The next bytes of output, b"" at the end of the walk."""
         for _ in range(MAX_EAGAIN):
@@ -160,7 +170,8 @@ class Iterator:
     def close(self) -> None:
         if self.iter_fd >= 0:
             os.close(self.iter_fd)
-            os.close(self.link_fd)
+            if self.link_fd >= 0:
+                os.close(self.link_fd)
             self.iter_fd = self.link_fd = -1
 
     def __enter__(self) -> Iterator:
@@ -293,6 +304,25 @@ class Iterators:
         with self._lock:
             self._open.add(iterator)
         return iterator
+
+    def open_pin(self, path: str, target: str) -> Iterator:
+        """A new walk of the iterator link pinned at path."""
+        iterator = Iterator.of_pin(path, target)
+        with self._lock:
+            self._open.add(iterator)
+        return iterator
+
+    def pin(self, target_name: str, params: params_mod.Params, path: str) -> None:
+        """Pin a link for target and params at path in bpffs; it outlives this process."""
+        target = self.catalog.get(target_name)
+        params_mod.check(target_name, params)
+        prog_fd = self.programs.prog_fd(target)
+        with params_mod.link_info(target_name, params) as link_info:
+            link_fd = _libbpf.link_create(prog_fd, link_info)
+        try:
+            _libbpf.obj_pin(link_fd, path)
+        finally:
+            os.close(link_fd)
 
     def release(self, iterator: Iterator) -> None:
         with self._lock:

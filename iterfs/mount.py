@@ -15,7 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +25,7 @@ import trio
 from .catalog import BUNDLED_DIR, Catalog
 from .fs import IterFS
 from .iterator import Iterators
+from .pins import Mirror
 from .tree import Tree
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Options:
     log_file: Path | None = None
     pid_file: Path | None = None
     bpf_dir: Path = BUNDLED_DIR
+    bpffs: list[Path] = field(default_factory=list)  # mirror these; none: every bpffs mount
 
 
 def check_host(mountpoint: Path) -> None:
@@ -144,7 +146,7 @@ def serve(opts: Options, ready: Callable[[], None]) -> None:
         raise MountError(str(e)) from None
     log.info("serving %s from %s", ", ".join(sorted(catalog.targets)), catalog.bpf_dir)
     iterators = Iterators(catalog)
-    operations = IterFS(Tree(catalog), iterators)
+    operations = IterFS(Tree(catalog, Mirror([str(p) for p in opts.bpffs])), iterators)
     options = set(FUSE_OPTIONS)
     if opts.debug:
         options.add("debug")

@@ -230,6 +230,12 @@ def from_kwargs(target: str, kwargs: Mapping[str, int | str]) -> Params:
     return parse(target, ",".join(f"{key}={kwargs[key]}" for key in order if key in kwargs))
 
 
+def as_text(target: str, params: Params) -> dict[str, str]:
+    """The parameters as the file name spells them, e.g. {"order": "self_only"}."""
+    schema = schema_for(target)
+    return {key: schema.format_value(key, value) for key, value in params.values}
+
+
 def check(target: str, params: Params) -> None:
     schema_for(target).check(dict(params.values))
 

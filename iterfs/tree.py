@@ -1,9 +1,10 @@
 """The names of the mount and their inode numbers.
 
-    /                       one directory per served target
+    /                       one directory per served target, and pinned/
     /<target>/README        what a line means, which parameters the target takes
     /<target>/all           every object (targets that can walk without parameters)
     /<target>/<params>      e.g. pid=42, map_id=7: any well-formed name can be looked up
+    /pinned/<abs path>      the iterator links pinned in bpffs, at their paths
 
 Directories, READMEs and ``all`` live as long as the mount. Parameter files
 are made on lookup and dropped when the kernel forgets them (lookup count 0),
@@ -14,20 +15,25 @@ from __future__ import annotations
 
 import enum
 import itertools
+import os
 import threading
 from dataclasses import dataclass, field
 
 from . import params as params_mod
 from .catalog import Catalog
+from .pins import Mirror, Pin
 
 ROOT_INODE = 1  # FUSE_ROOT_ID
 README = "README"
+PINNED = "pinned"
 
 
 class Kind(enum.Enum):
     DIR = "dir"
     README = "readme"
     ITER = "iter"
+    MIRROR = "mirror"  # a directory of the bpffs mirror
+    PIN = "pin"  # an iterator link pinned in bpffs
 
 
 @dataclass(eq=False)
@@ -37,19 +43,23 @@ class Node:
     name: str
     target: str | None = None
     params: params_mod.Params | None = None
+    path: str | None = None  # MIRROR and PIN: the absolute path mirrored
     lookups: int = 0
     permanent: bool = True
     children: dict[str, Node] = field(default_factory=dict)
 
 
 class Tree:
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, mirror: Mirror | None = None):
         self._catalog = catalog
+        self._mirror = mirror or Mirror()
         self._lock = threading.Lock()
         self._inodes = itertools.count(ROOT_INODE)
         self._nodes: dict[int, Node] = {}
+        # dynamic nodes by what they stand for: (target, params name) or (PINNED, path)
         self._params: dict[tuple[str, str], Node] = {}
         self.root = self._new(Kind.DIR, "")
+        self.root.children[PINNED] = self._new(Kind.MIRROR, PINNED, path="/")
         for name in sorted(catalog.targets):
             directory = self._new(Kind.DIR, name, target=name)
             self.root.children[name] = directory
@@ -71,6 +81,8 @@ class Tree:
 
     def lookup(self, parent: Node, name: str) -> Node:
         """The node called name in parent; LookupError (or ParamError) saying why not."""
+        if parent.kind is Kind.MIRROR:
+            return self._mirror_node(os.path.join(parent.path, name))
         if parent.kind is not Kind.DIR:
             raise LookupError(f"{parent.name} is not a directory")
         static = parent.children.get(name)
@@ -90,8 +102,31 @@ class Tree:
                 self._params[(target, params.name)] = node
             return node
 
+    def _mirror_node(self, path: str) -> Node:
+        found = self._mirror.lookup(path)
+        if found is None:
+            raise LookupError(f"{path}: not a directory or iterator pin in bpffs")
+        kind, target = (Kind.MIRROR, None) if found == "dir" else (Kind.PIN, found.target)
+        with self._lock:
+            node = self._params.get((PINNED, path))
+            if node is None or node.kind is not kind or node.target != target:
+                if node is not None:  # replaced by something else: the old inode lives on until forgotten
+                    del self._params[(PINNED, path)]
+                node = self._new(kind, os.path.basename(path), target=target, path=path, permanent=False)
+                self._params[(PINNED, path)] = node
+            return node
+
+    def pin(self, node: Node) -> Pin:
+        """What is pinned at a PIN node's path now; LookupError if that is no iterator link anymore."""
+        found = self._mirror.lookup(node.path)
+        if not isinstance(found, Pin):
+            raise LookupError(f"{node.path}: no longer an iterator pin")
+        return found
+
     def listing(self, directory: Node) -> list[str]:
         """What ls shows, in order: static entries, then the parameter files that exist now."""
+        if directory.kind is Kind.MIRROR:
+            return self._mirror.entries(directory.path)
         names = list(directory.children)
         if directory is not self.root:
             names += [n for n in params_mod.listing(directory.target) if n not in directory.children]
@@ -99,6 +134,8 @@ class Tree:
 
     def entry(self, directory: Node, name: str) -> Node:
         """The node for a name listing() gave (no existence check: it was just listed)."""
+        if directory.kind is Kind.MIRROR:
+            return self._mirror_node(os.path.join(directory.path, name))
         static = directory.children.get(name)
         if static is not None:
             return static
@@ -124,7 +161,9 @@ class Tree:
     def _drop_if_unused(self, node: Node) -> None:
         if node.lookups == 0 and not node.permanent and self._nodes.get(node.inode) is node:
             del self._nodes[node.inode]
-            del self._params[(node.target, node.name)]
+            key = (PINNED, node.path) if node.path else (node.target, node.name)
+            if self._params.get(key) is node:
+                del self._params[key]
 
     @property
     def size(self) -> int:

@@ -177,7 +177,7 @@ def iter_links() -> int:
     return sum(1 for link in json.loads(out or "[]") if link.get("type") == "iter")
 
 
-def make_map(bpffs: Path, kind: str, key: int = 4, value: int = 8, entries: int = 16) -> int:
+def make_map(bpffs: Path, kind: str = "hash", key: int = 4, value: int = 8, entries: int = 16) -> int:
     """A map made and pinned by bpftool; its id."""
     pin = bpffs / f"m{uuid.uuid4().hex[:8]}"
     subprocess.run(["bpftool", "map", "create", str(pin), "type", kind, "key", str(key), "value", str(value),

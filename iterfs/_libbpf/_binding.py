@@ -50,6 +50,8 @@ _SIGNATURES = {
         "int",
     ),
     "bpf_iter_create": ([ctypes.c_int], ctypes.c_int, "int"),
+    "bpf_obj_get": ([ctypes.c_char_p], ctypes.c_int, "int"),
+    "bpf_obj_pin": ([ctypes.c_int, ctypes.c_char_p], ctypes.c_int, "int"),
     "bpf_map_get_fd_by_id": ([ctypes.c_uint32], ctypes.c_int, "int"),
     "bpf_map_get_next_id": ([ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)], ctypes.c_int, None),
     "btf__load_vmlinux_btf": ([], ctypes.c_void_p, "ptr"),
@@ -161,6 +163,15 @@ def link_create(prog_fd: int, link_info: bytes | None) -> int:
 
 def iter_create(link_fd: int) -> int:
     return _load().bpf_iter_create(link_fd)
+
+
+def obj_get(path: str) -> int:
+    """An fd for the BPF object pinned at path in bpffs."""
+    return _load().bpf_obj_get(os.fsencode(path))
+
+
+def obj_pin(fd: int, path: str) -> None:
+    _load().bpf_obj_pin(fd, os.fsencode(path))
 
 
 def map_get_fd_by_id(map_id: int) -> int:

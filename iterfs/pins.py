@@ -1,0 +1,119 @@
+"""Iterator links pinned in bpffs: finding them, telling them apart, pinning and unpinning.
+
+What a pin is comes from the kernel itself: bpf_obj_get() on the path, then
+the fdinfo of that fd, which for an iterator link says ``link_type: iter``,
+its ids, its target and the target's parameters. Opening a pinned iterator
+link with open(2) gives a new iterator, so reading a pin needs no program.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import _libbpf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pin:
+    path: str
+    target: str
+    link_id: int
+    prog_id: int
+    params: dict[str, str] = field(default_factory=dict)  # as the link's fdinfo names them
+
+
+_FDINFO_IDS = {"link_id", "prog_id"}
+_FDINFO_GENERIC = {"pos", "flags", "mnt_id", "ino", "link_type", "prog_tag", "target_name"}
+
+
+def inspect(path: str) -> Pin | None:
+    """The iterator link pinned at path, or None for anything else (maps, programs, other links)."""
+    try:
+        fd = _libbpf.obj_get(path)
+    except OSError as e:
+        log.debug("%s: cannot open the pinned object: %s", path, e.strerror)
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    finally:
+        os.close(fd)
+    if info.get("link_type") != "iter":
+        return None
+    params = {k: v for k, v in info.items() if k not in _FDINFO_GENERIC | _FDINFO_IDS}
+    return Pin(path, info.get("target_name", "?"), int(info["link_id"]), int(info.get("prog_id", 0)), params)
+
+
+def bpffs_mounts() -> list[str]:
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f if line.split()[2] == "bpf"]
+    return sorted({p.encode().decode("unicode_escape") for p in points})
+
+
+class Mirror:
+    """The directories under the bpffs mounts, and the iterator pins in them.
+
+    Paths are absolute. A path above a bpffs mount (/sys, /sys/fs) is shown
+    as a directory holding the way down to it; below one, directories are
+    shown as they are and files only when they are iterator links. Nothing
+    is cached: a pin made or removed shows on the next look.
+    """
+
+    def __init__(self, roots: list[str] | None = None):
+        self._roots = [os.path.normpath(r) for r in roots] if roots else None
+
+    def roots(self) -> list[str]:
+        return self._roots if self._roots is not None else bpffs_mounts()
+
+    def _inside(self, path: str) -> bool:
+        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in self.roots())
+
+    def _ways_down(self, path: str) -> set[str]:
+        prefix = path.rstrip("/") + "/"
+        return {r[len(prefix):].split("/", 1)[0] for r in self.roots() if r.startswith(prefix) and r != path}
+
+    def lookup(self, path: str) -> Pin | str | None:
+        """"dir" for a directory of the mirror, a Pin for an iterator pin, None for neither."""
+        if self._inside(path):
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                return None
+            if stat.S_ISDIR(mode):
+                return "dir"
+            return inspect(path) if stat.S_ISREG(mode) else None
+        parent, name = os.path.split(path)
+        return "dir" if name in self._ways_down(parent) else None
+
+    def entries(self, path: str) -> list[str]:
+        """The names ls shows in the mirror directory path."""
+        names = set(self._ways_down(path))
+        if self._inside(path):
+            try:
+                with os.scandir(path) as it:
+                    for entry in it:
+                        if entry.is_dir(follow_symlinks=False) or inspect(entry.path):
+                            names.add(entry.name)
+            except OSError as e:
+                log.debug("%s: cannot list: %s", path, e.strerror)
+        return sorted(names)
+
+
+def check_bpffs_path(path: Path) -> None:
+    """Refuse a pin path outside bpffs with a sentence saying so."""
+    parent = os.path.realpath(path.parent)
+    if not any(parent == r or parent.startswith(r.rstrip("/") + "/") for r in bpffs_mounts()):
+        raise ValueError(f"{path.parent} is not in a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
+
+
+def unpin(path: Path) -> None:
+    """Remove an iterator pin; anything else pinned there is left alone."""
+    if inspect(str(path)) is None:
+        raise ValueError(f"{path} is not a pinned iterator link")
+    os.unlink(path)
