@@ -10,11 +10,13 @@ beside the package (iterfs/readmes/<target>).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import params as params_mod
 from .objects import ObjectError, read_object
 from .targets import kernel_targets
+from .views import UserObjects, View, ViewsError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,26 @@ the daemon log says why.
 """
 
 
+_VIEW_README = """{target}/{view}: the output of program {program} of {path},
+walked when a file is opened. What a line holds is up to that program.
+
+Files: the same as in {target}/ (see ../README): all, when {target} can walk
+without parameters, and the parameter files, e.g. {target}/{view}/all.
+"""
+
+
+def _globals_text(target: str, globals_) -> str:
+    usable = [g for g in globals_ if g.kind in ("int", "chars")]
+    if not globals_:
+        return ""
+    lines = ["", "Globals of the program. Integers and char arrays are parameters too, alone or",
+             f"after the target's: e.g. {target}/<view>/{usable[0].name}=1" if usable else "(none can be set)", ""]
+    for g in globals_:
+        how = "a parameter" if g in usable else "not settable"
+        lines.append(f"  {g.name:<20} {g.ctype:<24} {g.section}, {how}")
+    return "\n".join(lines) + "\n"
+
+
 class CatalogError(RuntimeError):
     pass
 
@@ -50,9 +72,16 @@ class Target:
     object_path: Path
     program: str
     attach: str | None = None  # a target to attach the program to at load, instead of its section's
+    view: str | None = None  # a user's view of the target: the directory MNT/<target>/<view>/
+    version: tuple[int, int, int] | None = None  # a user object's file identity: a new one is a new load
+    initial: tuple[tuple[str, int, bytes], ...] = ()  # (section, offset, bytes) written before load
+    globals: tuple = field(default=(), compare=False)  # a view's program globals (btf.Global)
 
     @property
     def readme(self) -> str:
+        if self.view:
+            return _VIEW_README.format(target=self.name, view=self.view, path=self.object_path,
+                                       program=self.program) + _globals_text(self.name, self.globals)
         if self.attach:
             return _GENERIC_README.format(target=self.name)
         try:
@@ -62,9 +91,14 @@ class Target:
 
 
 class Catalog:
-    def __init__(self, bpf_dir: Path = BUNDLED_DIR, kernel: frozenset[str] | None = None):
+    def __init__(self, bpf_dir: Path = BUNDLED_DIR, kernel: frozenset[str] | None = None,
+                 objects: list[Path] | None = None):
         self.bpf_dir = Path(bpf_dir)
         self.kernel = kernel_targets() if kernel is None else kernel
+        try:
+            self.user_objects = UserObjects(list(objects or []), self.kernel)
+        except ViewsError as e:
+            raise CatalogError(str(e)) from None
         self.targets: dict[str, Target] = {}
         self._generic: tuple[Path, str] | None = None
         objects = sorted(self.bpf_dir.glob("*.bpf.o"))
@@ -98,9 +132,34 @@ class Catalog:
             else:
                 self.targets[program.target] = Target(program.target, path, program.name)
 
-    def get(self, name: str) -> Target:
-        try:
-            return self.targets[name]
-        except KeyError:
-            why = "this kernel has no such iterator" if name not in self.kernel else "no program serves it"
-            raise LookupError(f"target {name!r}: {why}") from None
+    def schema(self, name: str, view: str | None = None) -> params_mod.Schema:
+        """The parameters files of a target (or of a view of it, globals included) take."""
+        base = params_mod.schema_for(name)
+        if view is None:
+            return base
+        return params_mod.ViewSchema(base, self._view(name, view).globals)
+
+    def _view(self, name: str, view: str) -> View:
+        found = self.views(name).get(view)
+        if found is None:
+            raise LookupError(f"no view {name}/{view} in {', '.join(map(str, self.user_objects.directories))}")
+        return found
+
+    def get(self, name: str, view: str | None = None, params: params_mod.Params | None = None) -> Target:
+        """The program serving target name, or the user's view of it (as its object is now),
+        with the global values params give it."""
+        if view is None:
+            try:
+                return self.targets[name]
+            except KeyError:
+                why = "this kernel has no such iterator" if name not in self.kernel else "no program serves it"
+                raise LookupError(f"target {name!r}: {why}") from None
+        found = self._view(name, view)
+        initial = ()
+        if params is not None:
+            initial = params_mod.ViewSchema(params_mod.schema_for(name), found.globals).initial(dict(params.values))
+        return Target(name, found.object_path, found.program, view=view, version=found.version,
+                      initial=initial, globals=found.globals)
+
+    def views(self, name: str) -> dict[str, View]:
+        return self.user_objects.views(name) if name in self.targets else {}

@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--bpffs", type=Path, action="append", default=[], metavar="PATH",
                        help="mirror the iterator pins under PATH in pinned/ (repeatable; default: every bpffs mount)")
 
+    mount.add_argument("--objects", type=Path, action="append", default=[], metavar="DIR",
+                       help="serve the iterator programs of the .bpf.o files in DIR as views "
+                            "TARGET/PROGRAM/ (repeatable; default: /etc/iterfs/objects if it exists)")
+
     umount = commands.add_parser("umount", help="unmount, also a mount whose daemon was killed")
     umount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
 
@@ -108,7 +112,8 @@ def _mount(args: argparse.Namespace) -> int:
     from .mount import Options, mount
 
     options = Options(mountpoint=args.mountpoint, foreground=args.foreground, debug=args.debug,
-                      log_file=args.log, pid_file=args.pid_file, bpf_dir=args.bpf_dir, bpffs=args.bpffs)
+                      log_file=args.log, pid_file=args.pid_file, bpf_dir=args.bpf_dir, bpffs=args.bpffs,
+                      objects=args.objects)
     mount(options, lambda: configure_logging(options))
     return EXIT_OK
 

@@ -127,10 +127,10 @@ class IterFS(pyfuse3.Operations):
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
         if node.kind is Kind.PIN:
             iterator = self._iterators.open_pin(node.path, node.target)
-        elif self._iterators.loaded(node.target):
-            iterator = self._iterators.open(node.target, node.params)
+        elif self._iterators.loaded(node.target, node.params, node.view):
+            iterator = self._iterators.open(node.target, node.params, node.view)
         else:
-            iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params)
+            iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params, node.view)
         self._handles[fh] = Stream(iterator)
         # size unknown until read: like /proc, st_size is 0 and reads bypass the page cache
         return pyfuse3.FileInfo(fh=fh, direct_io=True, nonseekable=True)
@@ -171,7 +171,9 @@ class IterFS(pyfuse3.Operations):
             pin = self._tree.pin(node)
             values = {"target": pin.target, "link_id": str(pin.link_id), "prog_id": str(pin.prog_id), **pin.params}
         elif node.kind is Kind.ITER:
-            values = {"target": node.target, **params_text(node.target, node.params)}
+            view = {"view": node.view} if node.view else {}
+            schema = self._iterators.catalog.schema(node.target, node.view)
+            values = {"target": node.target, **view, **params_text(node.target, node.params, schema)}
         else:
             return {}
         return {f"user.iterfs.{key}": value for key, value in values.items()}
@@ -193,7 +195,7 @@ class IterFS(pyfuse3.Operations):
             raise LookupError(f"inode {inode} is not known") from None
 
     def _readme(self, node: Node) -> bytes:
-        return self._iterators.catalog.get(node.target).readme.encode()
+        return self._iterators.catalog.get(node.target, node.view).readme.encode()
 
     def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from . import _libbpf, params as params_mod
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 KERNEL_READ = 8 * os.sysconf("SC_PAGESIZE")
 # Bytes an open keeps after serving them, for a reader that reads them again.
 KEEP_BYTES = 64 * 1024
+# Loads with global values set (a view's name=value parameters) kept once no open
+# is creating a link from them; beyond this many, the least recently used are closed.
+MAX_IDLE_VARIANTS = 16
 # EAGAIN means "the program asked for a retry" or "a million objects without output":
 # both make progress on retry. A program that asks for ever is cut off here.
 MAX_EAGAIN = 100_000
@@ -43,6 +47,8 @@ class _Loaded:
         try:
             if target.attach:
                 _libbpf.object_set_iter_target(self.obj, target.program, target.attach)
+            for section, offset, value in target.initial:
+                _libbpf.object_set_initial(self.obj, section, offset, value)
             _libbpf.object_load(self.obj)
         except OSError:
             _libbpf.object_close(self.obj)
@@ -61,12 +67,13 @@ def _log_libbpf(level: str, text: str) -> None:
     _libbpf_log.log(_LIBBPF_LEVELS[level], "%s", text.rstrip("\n"))
 
 
-_Key = tuple[Path, "str | None"]
+_Key = tuple
 
 
 def _key(target: Target) -> _Key:
-    # the generic object is loaded once per target it is attached to
-    return (target.object_path, target.attach)
+    # one load per object file version, per target the generic program is
+    # attached to, and per set of global values
+    return (target.object_path, target.attach, target.version, target.initial)
 
 
 class Programs:
@@ -77,6 +84,8 @@ class Programs:
         self._lock = threading.Lock()
         self._loading: dict[_Key, threading.Lock] = {}
         self._loaded: dict[_Key, _Loaded | LoadError] = {}
+        self._users: dict[_Key, int] = {}  # opens between prog_fd() and done()
+        self._idle: OrderedDict[_Key, None] = OrderedDict()  # variants no open is using, oldest first
 
     def prog_fd(self, target: Target) -> int:
         key = _key(target)
@@ -87,9 +96,33 @@ class Programs:
             if loaded is None:
                 loaded = self._load(target)
                 self._loaded[key] = loaded
+                if target.version is not None:
+                    self._retire(target)
         if isinstance(loaded, LoadError):
             raise loaded
+        with self._lock:
+            self._users[key] = self._users.get(key, 0) + 1
+            self._idle.pop(key, None)
         return _libbpf.object_program_fd(loaded.obj, target.program)
+
+    def done(self, target: Target) -> None:
+        """An open has its link: the kernel holds the program, the load may go when idle."""
+        key = _key(target)
+        closing = []
+        with self._lock:
+            self._users[key] -= 1
+            if self._users[key]:
+                return
+            del self._users[key]
+            if not target.initial:
+                return  # one load per target: kept for the life of the mount
+            self._idle[key] = None
+            while len(self._idle) > MAX_IDLE_VARIANTS:
+                oldest, _ = self._idle.popitem(last=False)
+                closing.append(self._loaded.pop(oldest))
+                self._loading.pop(oldest, None)
+        for loaded in closing:
+            loaded.close()
 
     @staticmethod
     def _load(target: Target) -> _Loaded | LoadError:
@@ -104,6 +137,26 @@ class Programs:
         log.info("%s: loaded %s in %.1f ms", target.name, target.object_path.name,
                  (time.monotonic() - started) * 1e3)
         return loaded
+
+    def _retire(self, current: Target) -> None:
+        """Close loads of older versions of current's object file.
+
+        Opens still reading them keep going: the kernel holds their program
+        through their links. New opens use the current version.
+        """
+        with self._lock:
+            stale = [key for key in self._loaded
+                     if key[0] == current.object_path and key[2] not in (None, current.version)
+                     and key not in self._users]
+            closing = [self._loaded.pop(key) for key in stale]
+            for key in stale:
+                self._loading.pop(key, None)
+                self._idle.pop(key, None)
+        for loaded in closing:
+            if isinstance(loaded, _Loaded):
+                loaded.close()
+        if stale:
+            log.info("%s: replaced; %d load(s) of the old file closed", current.object_path, len(stale))
 
     def is_loaded(self, target: Target) -> bool:
         return _key(target) in self._loaded
@@ -290,17 +343,21 @@ class Iterators:
         self._lock = threading.Lock()
         self._open: set[Iterator] = set()
 
-    def loaded(self, target_name: str) -> bool:
+    def loaded(self, target_name: str, params: params_mod.Params, view: str | None = None) -> bool:
         """Whether open() of this target is quick: its program is loaded (or known broken)."""
-        return self.programs.is_loaded(self.catalog.get(target_name))
+        return self.programs.is_loaded(self.catalog.get(target_name, view, params))
 
-    def open(self, target_name: str, params: params_mod.Params) -> Iterator:
+    def open(self, target_name: str, params: params_mod.Params, view: str | None = None) -> Iterator:
         """A new walk. Loads the target's program on first use, which blocks."""
-        target = self.catalog.get(target_name)
-        params_mod.check(target_name, params)
+        schema = self.catalog.schema(target_name, view)
+        target = self.catalog.get(target_name, view, params)
+        params_mod.check(target_name, params, schema)
         prog_fd = self.programs.prog_fd(target)
-        with params_mod.link_info(target_name, params) as link_info:
-            iterator = Iterator(target_name, prog_fd, link_info)
+        try:
+            with params_mod.link_info(target_name, params, schema) as link_info:
+                iterator = Iterator(target_name, prog_fd, link_info)
+        finally:
+            self.programs.done(target)
         with self._lock:
             self._open.add(iterator)
         return iterator
@@ -317,8 +374,11 @@ class Iterators:
         target = self.catalog.get(target_name)
         params_mod.check(target_name, params)
         prog_fd = self.programs.prog_fd(target)
-        with params_mod.link_info(target_name, params) as link_info:
-            link_fd = _libbpf.link_create(prog_fd, link_info)
+        try:
+            with params_mod.link_info(target_name, params) as link_info:
+                link_fd = _libbpf.link_create(prog_fd, link_info)
+        finally:
+            self.programs.done(target)
         try:
             _libbpf.obj_pin(link_fd, path)
         finally:

@@ -26,6 +26,7 @@ from .catalog import BUNDLED_DIR, Catalog
 from .fs import IterFS
 from .iterator import Iterators
 from .pins import Mirror
+from .views import SYSTEM_DIR
 from .tree import Tree
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Options:
     pid_file: Path | None = None
     bpf_dir: Path = BUNDLED_DIR
     bpffs: list[Path] = field(default_factory=list)  # mirror these; none: every bpffs mount
+    objects: list[Path] = field(default_factory=list)  # users' objects; none: SYSTEM_DIR if it exists
 
 
 def check_host(mountpoint: Path) -> None:
@@ -140,8 +142,9 @@ def _write_pid_file(opts: Options) -> None:
 def serve(opts: Options, ready: Callable[[], None]) -> None:
     """Mount, call ready(), serve until unmounted or signalled, then release everything."""
     _raise_fd_limit()
+    objects = opts.objects or ([SYSTEM_DIR] if SYSTEM_DIR.is_dir() else [])
     try:
-        catalog = Catalog(opts.bpf_dir)
+        catalog = Catalog(opts.bpf_dir, objects=objects)
     except Exception as e:
         raise MountError(str(e)) from None
     log.info("serving %s from %s", ", ".join(sorted(catalog.targets)), catalog.bpf_dir)

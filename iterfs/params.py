@@ -13,10 +13,12 @@ import contextlib
 import os
 import re
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
 from . import _libbpf
+from .btf import Global
 
 ALL = "all"
 LINK_INFO_SIZE = 16  # sizeof(union bpf_iter_link_info)
@@ -34,7 +36,7 @@ class ParamError(ValueError):
 @dataclass(frozen=True)
 class Params:
     name: str  # the canonical file name
-    values: tuple[tuple[str, int], ...]
+    values: tuple[tuple[str, int | str], ...]
 
 
 class Schema:
@@ -177,6 +179,62 @@ class MapSchema(Schema):
         return (f"map_id={map_id}" for map_id in _libbpf.map_ids() if _map_type(map_id) in self.map_types)
 
 
+_SIGNED_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+
+
+class ViewSchema(Schema):
+    """A user's view: its target's parameters, and the program's globals (integers, char arrays).
+
+    A global's value goes into the program before it is loaded, so each set
+    of values is a load of its own (iterator.Programs keeps and evicts them).
+    """
+
+    def __init__(self, base: Schema, globals_: tuple[Global, ...]):
+        self.base = base
+        self.globals = {g.name: g for g in globals_ if g.kind in ("int", "chars") and g.name not in base.keys}
+        self.keys = base.keys + tuple(self.globals)
+        self.walks_all = base.walks_all
+
+    def parse_value(self, key, text):
+        g = self.globals.get(key)
+        if g is None:
+            return self.base.parse_value(key, text)
+        if g.kind == "chars":
+            if len(text.encode()) >= g.size:
+                raise ParamError(f"{key}={text}: {g.ctype} holds at most {g.size - 1} bytes")
+            return text
+        low, high = (-(1 << (g.int_bits - 1)), (1 << (g.int_bits - 1)) - 1) if g.signed else (0, (1 << g.int_bits) - 1)
+        if not _SIGNED_DECIMAL.match(text) or text == "-0" or not low <= int(text) <= high:
+            raise ParamError(f"{key}={text}: not a decimal number from {low} to {high} ({g.ctype})")
+        return int(text)
+
+    def _split(self, values: Values) -> dict:
+        return {k: v for k, v in values.items() if k in self.base.keys}
+
+    def validate(self, values):
+        self.base.validate(self._split(values))
+
+    def check(self, values):
+        self.base.check(self._split(values))
+
+    def link_info(self, values):
+        return self.base.link_info(self._split(values))
+
+    def listing(self):
+        return self.base.listing()
+
+    def initial(self, values: Values) -> tuple[tuple[str, int, bytes], ...]:
+        """(section, offset, bytes) to write into the program's data before it is loaded."""
+        writes = []
+        for key, value in values.items():
+            g = self.globals.get(key)
+            if g is not None:
+                data = value.encode().ljust(g.size, b"\0") if g.kind == "chars" else \
+                    value.to_bytes(g.size, sys.byteorder, signed=g.signed)
+                writes.append((g.section, g.offset, data))
+        return tuple(writes)
+
+
 SCHEMAS: dict[str, Schema] = {
     "task": TaskSchema(),
     "task_file": TaskSchema(),
@@ -194,9 +252,9 @@ def schema_for(target: str) -> Schema:
     return SCHEMAS.get(target, _NO_PARAMS)
 
 
-def parse(target: str, name: str) -> Params:
+def parse(target: str, name: str, schema: Schema | None = None) -> Params:
     """The parameters a file name stands for, or ParamError saying why it is not one."""
-    schema = schema_for(target)
+    schema = schema or schema_for(target)
     if name == ALL:
         if not schema.walks_all:
             raise ParamError(f"{target} has no 'all': it takes {', '.join(schema.keys)}")
@@ -230,23 +288,23 @@ def from_kwargs(target: str, kwargs: Mapping[str, int | str]) -> Params:
     return parse(target, ",".join(f"{key}={kwargs[key]}" for key in order if key in kwargs))
 
 
-def as_text(target: str, params: Params) -> dict[str, str]:
+def as_text(target: str, params: Params, schema: Schema | None = None) -> dict[str, str]:
     """The parameters as the file name spells them, e.g. {"order": "self_only"}."""
-    schema = schema_for(target)
+    schema = schema or schema_for(target)
     return {key: schema.format_value(key, value) for key, value in params.values}
 
 
-def check(target: str, params: Params) -> None:
-    schema_for(target).check(dict(params.values))
+def check(target: str, params: Params, schema: Schema | None = None) -> None:
+    (schema or schema_for(target)).check(dict(params.values))
 
 
-def link_info(target: str, params: Params):
+def link_info(target: str, params: Params, schema: Schema | None = None):
     """Context manager: the link_info bytes (or None) for params, valid inside the block."""
-    return schema_for(target).link_info(dict(params.values))
+    return (schema or schema_for(target)).link_info(dict(params.values))
 
 
-def listing(target: str) -> Iterator[str]:
-    schema = schema_for(target)
+def listing(target: str, schema: Schema | None = None) -> Iterator[str]:
+    schema = schema or schema_for(target)
     if schema.walks_all:
         yield ALL
     yield from schema.listing()

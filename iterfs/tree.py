@@ -1,14 +1,16 @@
 """The names of the mount and their inode numbers.
 
-    /                       one directory per served target, and pinned/
-    /<target>/README        what a line means, which parameters the target takes
-    /<target>/all           every object (targets that can walk without parameters)
-    /<target>/<params>      e.g. pid=42, map_id=7: any well-formed name can be looked up
-    /pinned/<abs path>      the iterator links pinned in bpffs, at their paths
+    /                             one directory per served target, and pinned/
+    /<target>/README              what a line means, which parameters the target takes
+    /<target>/all                 every object (targets that can walk without parameters)
+    /<target>/<params>            e.g. pid=42, map_id=7: any well-formed name can be looked up
+    /<target>/<view>/...          a user's program for the target: README, all, <params>
+    /pinned/<abs path>            the iterator links pinned in bpffs, at their paths
 
-Directories, READMEs and ``all`` live as long as the mount. Parameter files
-are made on lookup and dropped when the kernel forgets them (lookup count 0),
-so a long-running mount does not collect one inode per pid ever seen.
+Target directories, their READMEs and ``all`` live as long as the mount.
+Everything else is made on lookup and dropped when the kernel forgets it
+(lookup count 0), so a long-running mount does not collect one inode per pid,
+view or pin ever seen.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ PINNED = "pinned"
 
 
 class Kind(enum.Enum):
-    DIR = "dir"
+    DIR = "dir"  # the root, a target's directory, a view's directory
     README = "readme"
-    ITER = "iter"
+    ITER = "iter"  # all, or a parameter file
     MIRROR = "mirror"  # a directory of the bpffs mirror
     PIN = "pin"  # an iterator link pinned in bpffs
 
@@ -42,11 +44,16 @@ class Node:
     kind: Kind
     name: str
     target: str | None = None
+    view: str | None = None  # a user's view of the target
     params: params_mod.Params | None = None
     path: str | None = None  # MIRROR and PIN: the absolute path mirrored
     lookups: int = 0
-    permanent: bool = True
-    children: dict[str, Node] = field(default_factory=dict)
+    key: tuple | None = None  # what a dynamic node stands for; None: lives as long as the mount
+    children: dict[str, Node] = field(default_factory=dict)  # of permanent directories
+
+    @property
+    def permanent(self) -> bool:
+        return self.key is None
 
 
 class Tree:
@@ -56,8 +63,7 @@ class Tree:
         self._lock = threading.Lock()
         self._inodes = itertools.count(ROOT_INODE)
         self._nodes: dict[int, Node] = {}
-        # dynamic nodes by what they stand for: (target, params name) or (PINNED, path)
-        self._params: dict[tuple[str, str], Node] = {}
+        self._dynamic: dict[tuple, Node] = {}
         self.root = self._new(Kind.DIR, "")
         self.root.children[PINNED] = self._new(Kind.MIRROR, PINNED, path="/")
         for name in sorted(catalog.targets):
@@ -65,14 +71,22 @@ class Tree:
             self.root.children[name] = directory
             directory.children[README] = self._new(Kind.README, README, target=name)
             if params_mod.schema_for(name).walks_all:
-                everything = params_mod.parse(name, params_mod.ALL)
-                directory.children[params_mod.ALL] = self._new(Kind.ITER, params_mod.ALL, target=name,
-                                                               params=everything)
+                directory.children[params_mod.ALL] = self._new(
+                    Kind.ITER, params_mod.ALL, target=name, params=params_mod.parse(name, params_mod.ALL))
 
     def _new(self, kind: Kind, name: str, **kw) -> Node:
         node = Node(next(self._inodes), kind, name, **kw)
         self._nodes[node.inode] = node
         return node
+
+    def _node_for(self, key: tuple, kind: Kind, name: str, **kw) -> Node:
+        """The dynamic node standing for key: the same one while the kernel remembers it."""
+        with self._lock:
+            node = self._dynamic.get(key)
+            if node is None or node.kind is not kind or node.target != kw.get("target"):
+                # new, or what stands there changed kind (a pin replaced by a directory)
+                node = self._dynamic[key] = self._new(kind, name, key=key, **kw)
+            return node
 
     def node(self, inode: int) -> Node:
         """The node of inode; KeyError if the kernel holds no reference to it."""
@@ -85,36 +99,42 @@ class Tree:
             return self._mirror_node(os.path.join(parent.path, name))
         if parent.kind is not Kind.DIR:
             raise LookupError(f"{parent.name} is not a directory")
-        static = parent.children.get(name)
-        if static is not None:
-            return static
+        if name in parent.children:
+            return parent.children[name]
         if parent is self.root:
             raise LookupError(f"no target {name!r} on this mount")
-        params = params_mod.parse(parent.target, name)
-        params_mod.check(parent.target, params)
-        return self._param_node(parent.target, params)
+        if parent.view is None and name in self._catalog.views(parent.target):
+            return self._view_node(parent.target, name)
+        node = self.entry(parent, name)
+        if node.kind is Kind.ITER:
+            params_mod.check(node.target, node.params, self._catalog.schema(node.target, node.view))
+        return node
 
-    def _param_node(self, target: str, params: params_mod.Params) -> Node:
-        with self._lock:
-            node = self._params.get((target, params.name))
-            if node is None:
-                node = self._new(Kind.ITER, params.name, target=target, params=params, permanent=False)
-                self._params[(target, params.name)] = node
-            return node
+    def entry(self, directory: Node, name: str) -> Node:
+        """The node for a name listing() gave (no existence check: it was just listed)."""
+        if directory.kind is Kind.MIRROR:
+            return self._mirror_node(os.path.join(directory.path, name))
+        if name in directory.children:
+            return directory.children[name]
+        target, view = directory.target, directory.view
+        if view is None and name in self._catalog.views(target):
+            return self._view_node(target, name)
+        if view is not None and name == README:
+            return self._node_for((target, view, README), Kind.README, README, target=target, view=view)
+        params = params_mod.parse(target, name, self._catalog.schema(target, view))
+        return self._node_for((target, view, params.name), Kind.ITER, params.name, target=target, view=view,
+                              params=params)
+
+    def _view_node(self, target: str, view: str) -> Node:
+        return self._node_for((target, view), Kind.DIR, view, target=target, view=view)
 
     def _mirror_node(self, path: str) -> Node:
         found = self._mirror.lookup(path)
         if found is None:
             raise LookupError(f"{path}: not a directory or iterator pin in bpffs")
-        kind, target = (Kind.MIRROR, None) if found == "dir" else (Kind.PIN, found.target)
-        with self._lock:
-            node = self._params.get((PINNED, path))
-            if node is None or node.kind is not kind or node.target != target:
-                if node is not None:  # replaced by something else: the old inode lives on until forgotten
-                    del self._params[(PINNED, path)]
-                node = self._new(kind, os.path.basename(path), target=target, path=path, permanent=False)
-                self._params[(PINNED, path)] = node
-            return node
+        if found == "dir":
+            return self._node_for((PINNED, path), Kind.MIRROR, os.path.basename(path), path=path)
+        return self._node_for((PINNED, path), Kind.PIN, os.path.basename(path), target=found.target, path=path)
 
     def pin(self, node: Node) -> Pin:
         """What is pinned at a PIN node's path now; LookupError if that is no iterator link anymore."""
@@ -124,22 +144,18 @@ class Tree:
         return found
 
     def listing(self, directory: Node) -> list[str]:
-        """What ls shows, in order: static entries, then the parameter files that exist now."""
+        """What ls shows: static entries, views, then the parameter files that exist now."""
         if directory.kind is Kind.MIRROR:
             return self._mirror.entries(directory.path)
         names = list(directory.children)
-        if directory is not self.root:
-            names += [n for n in params_mod.listing(directory.target) if n not in directory.children]
-        return names
-
-    def entry(self, directory: Node, name: str) -> Node:
-        """The node for a name listing() gave (no existence check: it was just listed)."""
-        if directory.kind is Kind.MIRROR:
-            return self._mirror_node(os.path.join(directory.path, name))
-        static = directory.children.get(name)
-        if static is not None:
-            return static
-        return self._param_node(directory.target, params_mod.parse(directory.target, name))
+        if directory is self.root:
+            return names
+        if directory.view is None:
+            names += sorted(self._catalog.views(directory.target))
+        else:
+            names.append(README)
+        schema = self._catalog.schema(directory.target, directory.view)
+        return names + [n for n in params_mod.listing(directory.target, schema) if n not in directory.children]
 
     def remember(self, node: Node) -> None:
         with self._lock:
@@ -161,9 +177,8 @@ class Tree:
     def _drop_if_unused(self, node: Node) -> None:
         if node.lookups == 0 and not node.permanent and self._nodes.get(node.inode) is node:
             del self._nodes[node.inode]
-            key = (PINNED, node.path) if node.path else (node.target, node.name)
-            if self._params.get(key) is node:
-                del self._params[key]
+            if self._dynamic.get(node.key) is node:
+                del self._dynamic[node.key]
 
     @property
     def size(self) -> int:

@@ -21,6 +21,7 @@ from ._binding import (
     object_load,
     object_open,
     object_program_fd,
+    object_set_initial,
     object_set_iter_target,
     set_log_handler,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "object_load",
     "object_open",
     "object_program_fd",
+    "object_set_initial",
     "object_set_iter_target",
     "set_log_handler",
 ]

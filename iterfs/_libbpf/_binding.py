@@ -42,6 +42,8 @@ _SIGNATURES = {
     "bpf_object__load": ([ctypes.c_void_p], ctypes.c_int, "int"),
     "bpf_object__close": ([ctypes.c_void_p], None, None),
     "bpf_object__find_program_by_name": ([ctypes.c_void_p, ctypes.c_char_p], ctypes.c_void_p, "ptr"),
+    "bpf_object__find_map_by_name": ([ctypes.c_void_p, ctypes.c_char_p], ctypes.c_void_p, "ptr"),
+    "bpf_map__initial_value": ([ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)], ctypes.c_void_p, "ptr"),
     "bpf_program__fd": ([ctypes.c_void_p], ctypes.c_int, "int"),
     "bpf_program__set_attach_target": ([ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p], ctypes.c_int, "int"),
     "bpf_link_create": (
@@ -143,6 +145,16 @@ def object_set_iter_target(obj: int, program: str, target: str) -> None:
     """Point an iterator program at another target before load (libbpf adds "bpf_iter_")."""
     prog = _load().bpf_object__find_program_by_name(obj, program.encode())
     _load().bpf_program__set_attach_target(prog, 0, target.encode())
+
+
+def object_set_initial(obj: int, section: str, offset: int, value: bytes) -> None:
+    """Write value at offset of a data section (".bss", ".data", ".rodata", ...) before load."""
+    data_map = _load().bpf_object__find_map_by_name(obj, section.encode())
+    size = ctypes.c_size_t()
+    data = _load().bpf_map__initial_value(data_map, ctypes.byref(size))
+    if offset + len(value) > size.value:
+        raise LibbpfError(22, f"{section}: {offset}+{len(value)} is past its {size.value} bytes")
+    ctypes.memmove(data + offset, value, len(value))
 
 
 def object_program_fd(obj: int, program: str) -> int:

@@ -1,0 +1,212 @@
+"""Users' own objects (--objects DIR): views, hot replacement, globals as parameters."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import Child, proc_fds, start_mount
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.fuse
+
+# The seed document's "Without Parameters" program (bpf_iter_task_ex), as the document shows it.
+SEED = r"""
+#include <vmlinux.h>
+#include <bpf/bpf_helpers.h>
+
+char _license[] SEC("license") = "GPL";
+
+int target_pid = 0;
+
+SEC("iter/task_file")
+int dump_task_file(struct bpf_iter__task_file *ctx)
+{
+      struct seq_file *seq = ctx->meta->seq;
+      struct task_struct *task = ctx->task;
+      struct file *file = ctx->file;
+      __u32 fd = ctx->fd;
+      if (task == NULL || file == NULL)
+              return 0;
+      if (ctx->meta->seq_num == 0) {
+              BPF_SEQ_PRINTF(seq, "    tgid      pid       fd      file\n");
+      }
+      if (task->tgid != target_pid) /* Check task->pid instead to check thread IDs */
+              return 0;
+      BPF_SEQ_PRINTF(seq, "%8d %8d %8d %lx\n", task->tgid, task->pid, fd,
+                      (long)file->f_op);
+      return 0;
+}
+"""
+
+# Two programs in one object, a char array and a const global, and a version tag to tell objects apart.
+TWO = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char _license[] SEC("license") = "GPL";
+char tag[8] = "none";
+volatile const int step = 1;
+
+SEC("iter/task")
+int tagged_tasks(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+
+	if (task && task->tgid == task->pid)
+		BPF_SEQ_PRINTF(ctx->meta->seq, "VERSION %s %d %d\n", tag, step, task->pid);
+	return 0;
+}
+
+SEC("iter/task")
+int thread_count(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+
+	if (task)
+		BPF_SEQ_PRINTF(ctx->meta->seq, "VERSION %d\n", task->pid);
+	return 0;
+}
+"""
+
+REJECTED = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char _license[] SEC("license") = "GPL";
+
+SEC("iter/task")
+int no_null_check(struct bpf_iter__task *ctx)
+{
+	BPF_SEQ_PRINTF(ctx->meta->seq, "%d\n", ctx->task->pid);
+	return 0;
+}
+"""
+
+
+def build(tmp_path: Path, name: str, source: str, out: Path, version: str = "v1") -> None:
+    src = tmp_path / f"{name}.c"
+    src.write_text(source.replace("VERSION", version))
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", f"-I{ROOT / 'bpf'}", "-c", str(src), "-o", str(out)],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture
+def objects(tmp_path):
+    d = tmp_path / "objects"
+    d.mkdir(mode=0o755)
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture
+def view_mount(tmp_path, objects, fuse_host):
+    mnt = start_mount(tmp_path, ["--objects", str(objects), "--debug"])
+    yield mnt
+    mnt.stop()
+
+
+def seed_lines(text: str) -> list[list[int]]:
+    lines = text.splitlines()
+    assert lines and lines[0].split() == ["tgid", "pid", "fd", "file"]
+    return [[int(x) for x in line.split()[:3]] for line in lines[1:]]
+
+
+def test_the_seed_documents_program_filters_by_its_global(tmp_path, objects, view_mount, child):
+    build(tmp_path, "seed", SEED, objects / "bpf_iter_task_ex.bpf.o")
+    view = view_mount / "task_file" / "dump_task_file"
+    assert {"README", "all", f"pid={child.pid}"} <= set(os.listdir(view))
+    readme = (view / "README").read_text()
+    assert "target_pid" in readme and "int" in readme and ".bss" in readme
+    rows = seed_lines((view / f"target_pid={child.pid}").read_text())
+    assert {r[2] for r in rows} == set(proc_fds(child.pid)) and {r[0] for r in rows} == {child.pid}
+    both = seed_lines((view / f"pid={child.pid},target_pid={child.pid}").read_text())  # with link_info too
+    assert sorted(both) == sorted(rows)
+    assert seed_lines((view / "all").read_text()) == []  # target_pid 0: no process
+
+
+def test_concurrent_opens_with_different_values_see_only_their_own(tmp_path, objects, view_mount):
+    build(tmp_path, "seed", SEED, objects / "seed.bpf.o")
+    view = view_mount / "task_file" / "dump_task_file"
+    with Child() as a, Child() as b:
+        files = {c.pid: open(view / f"target_pid={c.pid}", "rb") for c in (a, b) for _ in range(3)}
+        try:
+            for pid, f in files.items():
+                assert {r[0] for r in seed_lines(f.read().decode())} == {pid}
+        finally:
+            for f in files.values():
+                f.close()
+
+
+def test_two_programs_two_views_and_char_and_const_globals(tmp_path, objects, view_mount, child):
+    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    assert {"tagged_tasks", "thread_count"} <= set(os.listdir(view_mount / "task"))
+    lines = (view_mount / f"task/tagged_tasks/pid={child.pid},tag=hello,step=-3").read_text().splitlines()
+    assert lines == [f"v1 hello -3 {child.pid}"]
+    assert (view_mount / f"task/tagged_tasks/pid={child.pid}").read_text() == f"v1 none 1 {child.pid}\n"
+    attrs = {n: os.getxattr(view_mount / "task/tagged_tasks/tag=x", n) for n in
+             os.listxattr(view_mount / "task/tagged_tasks/tag=x")}
+    assert attrs == {"user.iterfs.target": b"task", "user.iterfs.view": b"tagged_tasks", "user.iterfs.tag": b"x"}
+
+
+@pytest.mark.parametrize("name, why", [
+    ("tag=waytoolongvalue", "holds at most 7 bytes"),
+    ("step=2147483648", "from -2147483648 to 2147483647"),
+    ("step=01", "not a decimal number"),
+    ("nosuch=1", "unknown parameter 'nosuch'"),
+])
+def test_globals_that_do_not_fit_are_enoent_with_a_reason(tmp_path, objects, view_mount, name, why):
+    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    with pytest.raises(OSError) as info:
+        (view_mount / f"task/tagged_tasks/{name}").read_bytes()
+    assert info.value.errno == errno.ENOENT
+    assert why in view_mount.log.read_text()
+
+
+def test_objects_come_go_and_are_replaced_without_remount(tmp_path, objects, view_mount, child):
+    assert "thread_count" not in os.listdir(view_mount / "task")
+    build(tmp_path, "two", TWO, objects / "two.bpf.o", "v1")
+    path = view_mount / f"task/thread_count/pid={child.pid}"
+    old = open(path, "rb")  # opened on the first version
+    try:
+        build(tmp_path, "two", TWO, tmp_path / "two-v2.bpf.o", "v2")
+        os.replace(tmp_path / "two-v2.bpf.o", objects / "two.bpf.o")
+        assert path.read_text() == f"v2 {child.pid}\n"  # new opens: the new program
+        assert old.read().decode() == f"v1 {child.pid}\n"  # the old open finishes on the old one
+    finally:
+        old.close()
+    (objects / "two.bpf.o").unlink()
+    assert "thread_count" not in os.listdir(view_mount / "task")
+    with pytest.raises(OSError) as info:
+        path.read_bytes()
+    assert info.value.errno == errno.ENOENT
+
+
+def test_broken_objects_are_reported_and_the_rest_works(tmp_path, objects, view_mount, child):
+    (objects / "junk.bpf.o").write_bytes(b"\x7fELF but not really")
+    build(tmp_path, "rejected", REJECTED, objects / "rejected.bpf.o")
+    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    names = set(os.listdir(view_mount / "task"))
+    assert {"no_null_check", "tagged_tasks"} <= names
+    with pytest.raises(OSError) as info:
+        (view_mount / "task/no_null_check/all").read_bytes()
+    assert info.value.errno == errno.EIO
+    assert (view_mount / f"task/tagged_tasks/pid={child.pid}").read_text() == f"v1 none 1 {child.pid}\n"
+    assert (view_mount / f"task/pid={child.pid}").read_text()  # the bundled program too
+    log = view_mount.log.read_text()
+    assert "junk.bpf.o" in log and "not an ELF" in log
+    assert "no_null_check" in log and "failed to load" in log and "BEGIN PROG LOAD LOG" in log
+
+
+@pytest.mark.parametrize("mode, owner, why", [(0o777, 0, "writable by group or others"),
+                                              (0o755, 65534, "owned by root")])
+def test_objects_directory_must_be_roots_alone(tmp_path, fuse_host, mode, owner, why):
+    d = tmp_path / "unsafe"
+    d.mkdir()
+    os.chmod(d, mode)
+    os.chown(d, owner, 0)
+    with pytest.raises(AssertionError, match=why):
+        start_mount(tmp_path, ["--objects", str(d)])
