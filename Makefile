@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the build, the mount and the tests need
-DEBS := clang llvm bpftool libbpf1 libbpf-dev libfuse3-dev fuse3 pkg-config iproute2
+DEBS := clang llvm bpftool libbpf1 libbpf-dev libfuse3-dev fuse3 pkg-config iproute2 systemd
 
-.PHONY: setup debs venv bpf mount umount test bench clean man
+.PHONY: setup debs venv bpf mount umount test bench clean man install uninstall wheel
 
 setup: debs venv bpf
 
@@ -45,11 +45,38 @@ bench: setup
 
 clean:
 	@$(MAKE) -s -C bpf clean
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info $(MAN_PAGES)
 
-# iterfs(8): its TARGETS section is generated from the target READMEs
-man: man/iterfs.8
+# Man pages, from reStructuredText; iterfs(7)'s TARGETS section comes from the target READMEs.
+MAN_PAGES := man/iterfs.8 man/iterfs.7 man/mount.iterfs.8
+PREFIX ?= /usr/local
+# mount(8) looks for /sbin/mount.<type> helpers there and nowhere else
+SBINDIR ?= /sbin
+MANDIR ?= $(PREFIX)/share/man
 
-man/iterfs.8: man/iterfs.8.rst man/targets.py $(wildcard iterfs/readmes/*) | venv
+man: $(MAN_PAGES)
+
+man/iterfs.7.rst: man/targets.py $(wildcard iterfs/readmes/*) | venv
 	@$(BIN)/python man/targets.py --write
+
+man/%: man/%.rst | venv
 	@$(BIN)/python -c "import sys; from docutils.core import publish_string; sys.stdout.buffer.write(publish_string(open('$<').read(), writer='manpage'))" > $@
+
+# iterfs runs from the checkout's virtual environment: the command is a link to it, and the
+# mount helper's shebang becomes its python (by the venv path: python finds its venv from it).
+install: setup man
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
+	ln -sfn $(CURDIR)/$(BIN)/iterfs $(DESTDIR)$(PREFIX)/bin/iterfs
+	sed '1s|^#!.*|#!$(CURDIR)/$(BIN)/python|' mount_helpers/mount.fuse.iterfs > $(DESTDIR)$(SBINDIR)/mount.fuse.iterfs
+	chmod 755 $(DESTDIR)$(SBINDIR)/mount.fuse.iterfs
+	ln -sfn mount.fuse.iterfs $(DESTDIR)$(SBINDIR)/mount.iterfs
+	install -m 644 man/iterfs.8 man/mount.iterfs.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 644 man/iterfs.7 $(DESTDIR)$(MANDIR)/man7/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/iterfs $(DESTDIR)$(SBINDIR)/mount.fuse.iterfs $(DESTDIR)$(SBINDIR)/mount.iterfs \
+		$(DESTDIR)$(MANDIR)/man8/iterfs.8 $(DESTDIR)$(MANDIR)/man8/mount.iterfs.8 $(DESTDIR)$(MANDIR)/man7/iterfs.7
+
+# A wheel with the compiled BPF objects inside (installing it needs no clang).
+wheel: setup
+	$(BIN)/python -m build --outdir dist

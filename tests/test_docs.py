@@ -49,12 +49,13 @@ def test_man_page_documents_every_option_and_target():
     spec = importlib.util.spec_from_file_location("targets", ROOT / "man" / "targets.py")
     targets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(targets)
-    text = (ROOT / "man" / "iterfs.8.rst").read_text()
-    assert text == targets.rewritten(text), "iterfs(8) TARGETS differs from the READMEs: run make man"
+    tree = (ROOT / "man" / "iterfs.7.rst").read_text()
+    assert tree == targets.rewritten(tree), "iterfs(7) TARGETS differs from the READMEs: run make man"
+    command = (ROOT / "man" / "iterfs.8.rst").read_text()
     for option in cli_options(build_parser()):
-        assert f"**{option}**" in text, f"{option} is not in iterfs(8)"
+        assert f"**{option}**" in command, f"{option} is not in iterfs(8)"
     for target in bundled_targets():
-        assert f"**{target}**" in text, f"target {target} is not in iterfs(8)"
+        assert f"**{target}**" in tree, f"target {target} is not in iterfs(7)"
 
 
 def test_every_bundled_target_has_a_readme_naming_its_parameters():
