@@ -28,7 +28,7 @@ int dump_bpf_link(struct bpf_iter__bpf_link *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct bpf_link *link = ctx->link;
-	const char *type_name = "-";
+	const char *type_name;
 	__u32 type, prog_id = 0;
 
 	if (!link)
@@ -41,9 +41,7 @@ int dump_bpf_link(struct bpf_iter__bpf_link *ctx)
 		BPF_SEQ_PRINTF(seq, "      id type typename       prog_id\n");
 
 	type = link->type;
-	/* a type newer than this table keeps only its number, as bpftool's "type N" */
-	if (type < sizeof(link_type_names) / sizeof(link_type_names[0]) && link_type_names[type][0])
-		type_name = link_type_names[type];
+	type_name = TYPE_NAME(link_type_names, type);
 	/* struct_ops links may have no program; BPF_OBJ_GET_INFO_BY_FD then says prog_id 0 */
 	if (link->prog)
 		prog_id = BPF_CORE_READ(link, prog, aux, id);

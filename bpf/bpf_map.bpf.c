@@ -48,7 +48,7 @@ int dump_bpf_map(struct bpf_iter__bpf_map *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct bpf_map *map = ctx->map;
 	__u32 type;
-	const char *type_name = "-", *name = "-";
+	const char *type_name, *name = "-";
 
 	if (!map)
 		return 0;
@@ -61,9 +61,7 @@ int dump_bpf_map(struct bpf_iter__bpf_map *ctx)
 			       "key_size value_size max_entries flags\n");
 
 	type = map->map_type;
-	/* a type newer than this table keeps only its number, as bpftool's "type N" */
-	if (type < sizeof(map_type_names) / sizeof(map_type_names[0]) && map_type_names[type][0])
-		type_name = map_type_names[type];
+	type_name = TYPE_NAME(map_type_names, type);
 	if (map->name[0])
 		name = map->name;
 	BPF_SEQ_PRINTF(seq, "%8u %4u %-21s %-16s %8u %10u %11u 0x%x\n", map->id, type, type_name,

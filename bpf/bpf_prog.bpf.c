@@ -75,7 +75,7 @@ int dump_bpf_prog(struct bpf_iter__bpf_prog *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct bpf_prog *prog = ctx->prog;
 	struct bpf_prog_aux *aux;
-	const char *type_name = "-", *name = "-";
+	const char *type_name, *name = "-";
 	__u8 *tag;
 	__u32 type;
 
@@ -91,9 +91,7 @@ int dump_bpf_prog(struct bpf_iter__bpf_prog *ctx)
 
 	aux = prog->aux;
 	type = prog->type;
-	/* a type newer than this table keeps only its number, as bpftool's "type N" */
-	if (type < sizeof(prog_type_names) / sizeof(prog_type_names[0]) && prog_type_names[type][0])
-		type_name = prog_type_names[type];
+	type_name = TYPE_NAME(prog_type_names, type);
 	if (aux->name[0])
 		name = prog_name(aux);
 	BPF_SEQ_PRINTF(seq, "%8u %4u %-23s %-16s ", aux->id, type, type_name, name);

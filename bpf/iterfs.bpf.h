@@ -81,6 +81,14 @@ static __always_inline int seq_write_path(struct seq_file *seq, const struct pat
 	return 0;
 }
 
+/*
+ * The name a table of type names (indexed by enum value) gives type, or "-"
+ * for a type newer than the table, which keeps only its number (bpftool then
+ * prints "type N").
+ */
+#define TYPE_NAME(table, type)								\
+	((type) < sizeof(table) / sizeof((table)[0]) && (table)[type][0] ? (table)[type] : "-")
+
 /* SOCK_INODE(): a socket's inode (the number in socket:[N]) follows it in struct socket_alloc. */
 static __always_inline unsigned long sock_ino(struct sock *sk)
 {

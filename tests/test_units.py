@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -30,12 +31,16 @@ def test_all_has_no_link_info(target):
         assert info is None
 
 
+@functools.lru_cache(maxsize=1)
+def vmlinux_btf() -> str:
+    """bpftool's raw dump of the kernel's BTF: the ground truth for what the kernel defines."""
+    return subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
+                          capture_output=True, text=True, check=True).stdout
+
+
 @pytest.mark.bpf
 def test_link_info_has_the_kernels_size():
-    out = subprocess.run(
-        ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
-        capture_output=True, text=True, check=True,
-    ).stdout
+    out = vmlinux_btf()
     size = int(re.search(r"UNION 'bpf_iter_link_info' size=(\d+)", out).group(1))
     assert size == params.LINK_INFO_SIZE
     with params.link_info("task_vma", params.parse("task_vma", "pid=42")) as info:
@@ -136,10 +141,7 @@ def test_non_elf_and_non_bpf_files_are_refused(tmp_path):
 def test_kernel_targets_match_bpftool():
     from iterfs.targets import kernel_targets
 
-    out = subprocess.run(
-        ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
-        capture_output=True, text=True, check=True,
-    ).stdout
+    out = vmlinux_btf()
     expected = {m for m in re.findall(r"STRUCT 'bpf_iter__(\w+)'", out) if "__" not in m}
     assert set(kernel_targets()) >= expected
     assert set(TASK_TARGETS) <= expected
