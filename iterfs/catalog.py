@@ -100,6 +100,7 @@ class Catalog:
         except ViewsError as e:
             raise CatalogError(str(e)) from None
         self.targets: dict[str, Target] = {}
+        self.absent: dict[str, str] = {}  # bundled programs whose target this kernel lacks: target -> program
         self._generic: tuple[Path, str] | None = None
         objects = sorted(self.bpf_dir.glob("*.bpf.o"))
         if not objects:
@@ -126,6 +127,7 @@ class Catalog:
                 self._generic = (path, program.name)
             elif program.target not in self.kernel:
                 log.info("%s: this kernel has no iterator target %r", path.name, program.target)
+                self.absent[program.target] = program.name
             elif program.target in self.targets:
                 log.warning("%s: target %r is already served by %s", path.name, program.target,
                             self.targets[program.target].object_path.name)

@@ -16,6 +16,7 @@ from . import __version__
 from .catalog import BUNDLED_DIR
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 log = logging.getLogger("iterfs")
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: an unset subcommand --debug must not overwrite `iterfs --debug mount`
     mount.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="log every request and libbpf message")
+    mount.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                       help="log messages of this level and above (default: info; --debug means debug)")
     mount.add_argument("--log", type=Path, metavar="FILE", help="log to FILE (default: stderr in the foreground, "
                        "otherwise syslog when /dev/log exists)")
     mount.add_argument("--pid-file", type=Path, metavar="FILE", help="write the daemon's pid to FILE")
@@ -61,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     unpin = commands.add_parser("unpin", help="remove an iterator pin from bpffs")
     unpin.add_argument("bpffs_path", type=Path, metavar="BPFFS_PATH")
+
+    targets = commands.add_parser("targets", help="every target: whether this kernel has it, which programs "
+                                                  "serve it, its parameters")
+    targets.add_argument("--objects", type=Path, action="append", default=[], metavar="DIR",
+                         help="count the views of the .bpf.o files in DIR too (default: /etc/iterfs/objects "
+                              "if it exists)")
+    targets.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR", help=argparse.SUPPRESS)
+
+    status = commands.add_parser("status", help="what a running daemon is doing: loaded programs, open "
+                                                "iterators, bytes served, errors")
+    status.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    status.add_argument("--json", action="store_true", help="print the daemon's status file as it is")
     return parser
 
 
@@ -86,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
 
             unpin(args.bpffs_path)
             return EXIT_OK
+        if args.command == "targets":
+            return _targets(args)
+        if args.command == "status":
+            return _status(args)
         return _cat(args)
     except KeyboardInterrupt:
         return EXIT_FAILURE
@@ -112,6 +131,7 @@ def _mount(args: argparse.Namespace) -> int:
     from .mount import Options, mount
 
     options = Options(mountpoint=args.mountpoint, foreground=args.foreground, debug=args.debug,
+                      log_level="debug" if args.debug else args.log_level,
                       log_file=args.log, pid_file=args.pid_file, bpf_dir=args.bpf_dir, bpffs=args.bpffs,
                       objects=args.objects)
     mount(options, lambda: configure_logging(options))
@@ -119,7 +139,7 @@ def _mount(args: argparse.Namespace) -> int:
 
 
 def configure_logging(options) -> None:
-    level = logging.DEBUG if options.debug else logging.INFO
+    level = getattr(logging, options.log_level.upper())
     if options.log_file:
         handler: logging.Handler = logging.FileHandler(options.log_file)
     elif options.foreground:
@@ -138,6 +158,57 @@ def configure_logging(options) -> None:
     root.setLevel(level)
     # libbpf narrates every load at debug level: keep it for --debug
     logging.getLogger("iterfs.libbpf").setLevel(logging.DEBUG if options.debug else logging.WARNING)
+
+
+def _targets(args: argparse.Namespace) -> int:
+    from . import params
+    from .catalog import Catalog
+    from .views import SYSTEM_DIR
+
+    objects = args.objects or ([SYSTEM_DIR] if SYSTEM_DIR.is_dir() else [])
+    catalog = Catalog(args.bpf_dir, objects=objects)
+    rows = [("TARGET", "KERNEL", "PROGRAMS", "PARAMETERS")]
+    for name in sorted(set(catalog.targets) | set(catalog.absent)):
+        schema = params.schema_for(name)
+        keys = (["all"] if schema.walks_all else []) + [f"{key}=" for key in schema.keys]
+        if name in catalog.targets:
+            target = catalog.targets[name]
+            programs = ["generic" if target.attach else f"bundled {target.program}"]
+            programs += [f"view {view}" for view in sorted(catalog.views(name))]
+            rows.append((name, "yes", ", ".join(programs), " ".join(keys)))
+        else:
+            rows.append((name, "no", f"bundled {catalog.absent[name]}", " ".join(keys)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}".rstrip())
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from .mount import MountError, is_mounted
+
+    if not is_mounted(args.mountpoint):
+        raise MountError(f"{args.mountpoint} is not an iterfs mount")
+    try:
+        text = (args.mountpoint / ".iterfs" / "status").read_text()
+    except OSError as e:
+        raise MountError(f"{args.mountpoint}: the daemon does not answer ({e.strerror})") from None
+    if args.json:
+        sys.stdout.write(text)
+        return EXIT_OK
+    state = json.loads(text)
+    print(f"iterfs on {state['mountpoint']}: pid {state['pid']}, up {state['uptime_seconds']} s, "
+          f"{len(state['targets'])} targets")
+    print(f"open iterators: {state['open_iterators']}, opens: {state['opens']}, "
+          f"bytes served: {state['bytes_served']}")
+    errors = ", ".join(f"{name} {count}" for name, count in sorted(state["errors"].items())) or "none"
+    print(f"errors: {errors}")
+    print(f"loaded programs: {len(state['loaded_programs'])}")
+    for program in state["loaded_programs"]:
+        print(f"  {program['object']}" + (f" (attached to {program['target']})" if program["target"] else ""))
+    return EXIT_OK
 
 
 def _cat(args: argparse.Namespace) -> int:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import errno
 import functools
 import itertools
+import json
 import logging
 import os
 import stat
 import time
+from collections import Counter
 from typing import Sequence
 
 import pyfuse3
@@ -35,6 +37,19 @@ STATIC_TIMEOUT = 300.0
 PARAM_TIMEOUT = 1.0
 
 
+class Stats:
+    """What the daemon has done, for .iterfs/status."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.opens = 0
+        self.bytes_served = 0
+        self.errors: Counter[str] = Counter()  # by errno name
+
+    def error(self, code: int) -> None:
+        self.errors[errno.errorcode.get(code, str(code))] += 1
+
+
 def _errors(method):
     """The one exception boundary: our errors become errnos, others EIO with a traceback."""
 
@@ -42,33 +57,41 @@ def _errors(method):
     async def wrapper(self, *args):
         try:
             return await method(self, *args)
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as e:
+            self.stats.error(e.errno)
             raise
         except (ParamError, LookupError) as e:
             log.debug("%s%r: ENOENT: %s", method.__name__, args[:2], e)
+            self.stats.error(errno.ENOENT)
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         except OSError as e:
             code = e.errno or errno.EIO
             log.warning("%s%r: %s: %s", method.__name__, args[:2], errno.errorcode.get(code, code), e)
+            self.stats.error(code)
             raise pyfuse3.FUSEError(code) from None
         except Exception:
             log.exception("%s%r: unexpected error, answering EIO", method.__name__, args[:2])
+            self.stats.error(errno.EIO)
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
 
 
-class _Readme:
+class _Text:
+    """A file whose contents are made at open: a README, .iterfs/status."""
+
     def __init__(self, text: bytes):
         self.text = text
 
 
 class IterFS(pyfuse3.Operations):
-    def __init__(self, tree: Tree, iterators: Iterators):
+    def __init__(self, tree: Tree, iterators: Iterators, mountpoint: str = ""):
         super().__init__()
+        self.stats = Stats()
+        self._mountpoint = mountpoint
         self._tree = tree
         self._iterators = iterators
-        self._handles: dict[int, Stream | _Readme] = {}
+        self._handles: dict[int, Stream | _Text] = {}
         self._listings: dict[int, tuple[Node, list[str]]] = {}
         self._fh = itertools.count(1)
         self._mounted_ns = time.time_ns()
@@ -123,8 +146,12 @@ class IterFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EACCES)
         fh = next(self._fh)
         if node.kind is Kind.README:
-            self._handles[fh] = _Readme(self._readme(node))
+            self._handles[fh] = _Text(self._readme(node))
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        if node.kind is Kind.STATUS:
+            self._handles[fh] = _Text(self._status())
+            return pyfuse3.FileInfo(fh=fh, direct_io=True)
+        self.stats.opens += 1
         if node.kind is Kind.PIN:
             iterator = self._iterators.open_pin(node.path, node.target)
         elif self._iterators.loaded(node.target, node.params, node.view):
@@ -138,11 +165,12 @@ class IterFS(pyfuse3.Operations):
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handles[fh]
-        if isinstance(handle, _Readme):
+        if isinstance(handle, _Text):
             return handle.text[off:off + size]
         data = handle.read_buffered(off, size)
         if data is None:
             data = await trio.to_thread.run_sync(handle.read_at, off, size)
+        self.stats.bytes_served += len(data)
         return data
 
     @_errors
@@ -193,6 +221,22 @@ class IterFS(pyfuse3.Operations):
             return self._tree.node(inode)
         except KeyError:
             raise LookupError(f"inode {inode} is not known") from None
+
+    def _status(self) -> bytes:
+        programs = self._iterators.programs
+        state = {
+            "pid": os.getpid(),
+            "mountpoint": self._mountpoint,
+            "uptime_seconds": round(time.time() - self.stats.started, 1),
+            "targets": sorted(self._iterators.catalog.targets),
+            "loaded_programs": [{"object": str(path), "target": attach, "view_version": version}
+                                for path, attach, version, _ in programs.loaded],
+            "open_iterators": self._iterators.open_count,
+            "opens": self.stats.opens,
+            "bytes_served": self.stats.bytes_served,
+            "errors": dict(self.stats.errors),
+        }
+        return (json.dumps(state, indent=2) + "\n").encode()
 
     def _readme(self, node: Node) -> bytes:
         return self._iterators.catalog.get(node.target, node.view).readme.encode()

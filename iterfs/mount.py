@@ -45,6 +45,7 @@ class Options:
     mountpoint: Path
     foreground: bool = False
     debug: bool = False
+    log_level: str = "info"
     log_file: Path | None = None
     pid_file: Path | None = None
     bpf_dir: Path = BUNDLED_DIR
@@ -149,7 +150,7 @@ def serve(opts: Options, ready: Callable[[], None]) -> None:
         raise MountError(str(e)) from None
     log.info("serving %s from %s", ", ".join(sorted(catalog.targets)), catalog.bpf_dir)
     iterators = Iterators(catalog)
-    operations = IterFS(Tree(catalog, Mirror([str(p) for p in opts.bpffs])), iterators)
+    operations = IterFS(Tree(catalog, Mirror([str(p) for p in opts.bpffs])), iterators, str(opts.mountpoint))
     options = set(FUSE_OPTIONS)
     if opts.debug:
         options.add("debug")

@@ -28,6 +28,7 @@ OURS: dict[str, tuple[str, str | None]] = {
     "foreground": ("--foreground", None),
     "debug": ("--debug", None),
     "log": ("--log", "FILE"),
+    "log_level": ("--log-level", "LEVEL"),
     "pidfile": ("--pid-file", "FILE"),
     "bpf_dir": ("--bpf-dir", "DIR"),
     "objects": ("--objects", "DIR"),

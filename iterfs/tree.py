@@ -6,6 +6,7 @@
     /<target>/<params>            e.g. pid=42, map_id=7: any well-formed name can be looked up
     /<target>/<view>/...          a user's program for the target: README, all, <params>
     /pinned/<abs path>            the iterator links pinned in bpffs, at their paths
+    /.iterfs/status               the daemon's state, as JSON (iterfs status MNT)
 
 Target directories, their READMEs and ``all`` live as long as the mount.
 Everything else is made on lookup and dropped when the kernel forgets it
@@ -28,6 +29,7 @@ from .pins import Mirror, Pin
 ROOT_INODE = 1  # FUSE_ROOT_ID
 README = "README"
 PINNED = "pinned"
+CONTROL = ".iterfs"  # the daemon's own files: .iterfs/status
 
 
 class Kind(enum.Enum):
@@ -36,6 +38,7 @@ class Kind(enum.Enum):
     ITER = "iter"  # all, or a parameter file
     MIRROR = "mirror"  # a directory of the bpffs mirror
     PIN = "pin"  # an iterator link pinned in bpffs
+    STATUS = "status"  # .iterfs/status: the daemon's state, made at open
 
 
 @dataclass(eq=False)
@@ -66,6 +69,8 @@ class Tree:
         self._dynamic: dict[tuple, Node] = {}
         self.root = self._new(Kind.DIR, "")
         self.root.children[PINNED] = self._new(Kind.MIRROR, PINNED, path="/")
+        control = self.root.children[CONTROL] = self._new(Kind.DIR, CONTROL)
+        control.children["status"] = self._new(Kind.STATUS, "status")
         for name in sorted(catalog.targets):
             directory = self._new(Kind.DIR, name, target=name)
             self.root.children[name] = directory
@@ -103,6 +108,8 @@ class Tree:
             return parent.children[name]
         if parent is self.root:
             raise LookupError(f"no target {name!r} on this mount")
+        if parent.target is None:
+            raise LookupError(f"no {name!r} in {parent.name}")
         if parent.view is None and name in self._catalog.views(parent.target):
             return self._view_node(parent.target, name)
         node = self.entry(parent, name)
@@ -148,7 +155,7 @@ class Tree:
         if directory.kind is Kind.MIRROR:
             return self._mirror.entries(directory.path)
         names = list(directory.children)
-        if directory is self.root:
+        if directory.target is None:  # the root, .iterfs
             return names
         if directory.view is None:
             names += sorted(self._catalog.views(directory.target))
