@@ -210,3 +210,11 @@ def test_objects_directory_must_be_roots_alone(tmp_path, fuse_host, mode, owner,
     os.chown(d, owner, 0)
     with pytest.raises(AssertionError, match=why):
         start_mount(tmp_path, ["--objects", str(d)])
+
+
+def test_an_object_linked_by_bpftool_gen_is_served(tmp_path, objects, view_mount, child):
+    build(tmp_path, "two", TWO, tmp_path / "two.o")
+    subprocess.run(["bpftool", "gen", "object", str(objects / "linked.bpf.o"), str(tmp_path / "two.o")],
+                   check=True, capture_output=True)
+    assert (view_mount / f"task/tagged_tasks/pid={child.pid},tag=linked").read_text() == \
+        f"v1 linked 1 {child.pid}\n"
