@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 KERNEL_READ = 8 * os.sysconf("SC_PAGESIZE")
 # Bytes an open keeps after serving them, for a reader that reads them again.
 KEEP_BYTES = 64 * 1024
+# A read that must go to the kernel (in a worker thread) reads this much further, so the
+# reader's next read is answered from memory: half the thread hand-offs for long outputs.
+READ_AHEAD = 128 * 1024
 # Loads with global values set (a view's name=value parameters) kept once no open
 # is creating a link from them; beyond this many, the least recently used are closed.
 MAX_IDLE_VARIANTS = 16
@@ -241,13 +244,13 @@ class Iterator:
 class Stream:
     """An Iterator read at offsets, as FUSE asks.
 
-    read_at() reads the kernel as far as a request needs, and blocks;
-    read_buffered() never blocks and answers what the buffer already holds
-    (the final empty read, a re-read), so an event loop can serve it itself.
-    A read at an offset already served is answered again while it is within
-    the last KEEP_BYTES.
+    read_at() reads the kernel as far as a request needs and READ_AHEAD
+    beyond, and blocks; read_buffered() never blocks and answers what the
+    buffer already holds (the next read, the final empty read, a re-read), so
+    an event loop can serve it itself. A read at an offset already served is
+    answered again while it is within the last KEEP_BYTES.
 
-    Memory per open: at most KEEP_BYTES + one FUSE read + one kernel read.
+    Memory per open: at most KEEP_BYTES + one FUSE read + READ_AHEAD + one kernel read.
     """
 
     def __init__(self, iterator: Iterator):
@@ -270,7 +273,7 @@ class Stream:
         with self._lock:
             if self._closed:
                 raise OSError(errno.EBADF, "read after release")
-            self._fill_to(offset + size)
+            self._fill_to(offset + size + READ_AHEAD)
             return self._take(offset, size)
 
     def read_buffered(self, offset: int, size: int) -> bytes | None:
