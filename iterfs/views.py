@@ -61,6 +61,7 @@ class UserObjects:
         self.directories = directories
         self._kernel = kernel_targets
         self._read: dict[Path, tuple[tuple[int, int, int], list[View]]] = {}
+        self._refused: dict[Path, str] = {}
 
     def views(self, target: str) -> dict[str, View]:
         """The views of target as the directories hold them now, by name."""
@@ -88,8 +89,14 @@ class UserObjects:
                     st = os.stat(path)
                 except FileNotFoundError:
                     continue  # removed while we looked
-                if stat.S_ISREG(st.st_mode):
-                    seen[path] = (st.st_ino, st.st_mtime_ns, st.st_size)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                    # the directory is root's, but a file in it may still be someone else's to change
+                    self._refuse(path, f"must be owned by root and not writable by group or others "
+                                       f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
+                    continue
+                seen[path] = (st.st_ino, st.st_mtime_ns, st.st_size)
         for path in set(self._read) - set(seen):
             log.info("%s: removed, its views are gone", path)
             del self._read[path]
@@ -100,6 +107,11 @@ class UserObjects:
                 known = self._read[path] = (version, self._views_of(path, version))
             views.extend(known[1])
         return views
+
+    def _refuse(self, path: Path, why: str) -> None:
+        if self._refused.get(path) != why:  # once, not on every look
+            log.error("ignoring %s: %s", path, why)
+            self._refused[path] = why
 
     def _views_of(self, path: Path, version: tuple[int, int, int]) -> list[View]:
         """The views one object file offers; a broken object offers none, and says why once."""

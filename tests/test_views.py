@@ -201,6 +201,15 @@ def test_broken_objects_are_reported_and_the_rest_works(tmp_path, objects, view_
     assert "no_null_check" in log and "failed to load" in log and "BEGIN PROG LOAD LOG" in log
 
 
+def test_objects_others_could_change_are_refused(tmp_path, objects, view_mount, child):
+    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    os.chmod(objects / "two.bpf.o", 0o666)
+    assert "tagged_tasks" not in os.listdir(view_mount / "task")
+    assert "two.bpf.o: must be owned by root and not writable by group or others" in view_mount.log.read_text()
+    os.chmod(objects / "two.bpf.o", 0o644)
+    assert "tagged_tasks" in os.listdir(view_mount / "task")
+
+
 @pytest.mark.parametrize("mode, owner, why", [(0o777, 0, "writable by group or others"),
                                               (0o755, 65534, "owned by root")])
 def test_objects_directory_must_be_roots_alone(tmp_path, fuse_host, mode, owner, why):
