@@ -25,7 +25,7 @@ from typing import Sequence
 import pyfuse3
 import trio
 
-from .iterator import Iterators, Stream
+from .iterator import Iterators, NotLoaded, Stream
 from .params import ParamError, as_text as params_text
 from .tree import Kind, Node, Tree
 
@@ -154,10 +154,11 @@ class IterFS(pyfuse3.Operations):
         self.stats.opens += 1
         if node.kind is Kind.PIN:
             iterator = self._iterators.open_pin(node.path, node.target)
-        elif self._iterators.loaded(node.target, node.params, node.view):
-            iterator = self._iterators.open(node.target, node.params, node.view)
         else:
-            iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params, node.view)
+            try:  # in place when the program is loaded: a link and an iterator fd are quick
+                iterator = self._iterators.open(node.target, node.params, node.view, load=False)
+            except NotLoaded:
+                iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params, node.view)
         self._handles[fh] = Stream(iterator)
         # size unknown until read: like /proc, st_size is 0 and reads bypass the page cache
         return pyfuse3.FileInfo(fh=fh, direct_io=True, nonseekable=True)

@@ -39,6 +39,10 @@ MAX_IDLE_VARIANTS = 16
 MAX_EAGAIN = 100_000
 
 
+class NotLoaded(Exception):
+    """prog_fd(load=False) of a program that is not loaded yet."""
+
+
 class LoadError(OSError):
     def __init__(self, message: str):
         super().__init__(errno.EIO, message)
@@ -89,24 +93,53 @@ class Programs:
         self._loaded: dict[_Key, _Loaded | LoadError] = {}
         self._users: dict[_Key, int] = {}  # opens between prog_fd() and done()
         self._idle: OrderedDict[_Key, None] = OrderedDict()  # variants no open is using, oldest first
+        self._current: dict[Path, tuple] = {}  # a user object's newest loaded version
 
-    def prog_fd(self, target: Target) -> int:
+    def prog_fd(self, target: Target, load: bool = True) -> int:
+        """The program's fd; its load counts as used, and stays open, until done(target).
+
+        load=False: raise NotLoaded rather than load (a load blocks for milliseconds).
+        """
         key = _key(target)
+        fd = self._use(target, key)
+        if fd is not None:
+            return fd
+        if not load:
+            raise NotLoaded(target.name)
         with self._lock:
             loading = self._loading.setdefault(key, threading.Lock())
-        with loading:  # one load per object, however many first opens race
-            loaded = self._loaded.get(key)
-            if loaded is None:
+        with loading:  # one load per key, however many first opens race
+            with self._lock:
+                present = key in self._loaded
+            if not present:
                 loaded = self._load(target)
-                self._loaded[key] = loaded
+                closing = []
+                with self._lock:
+                    self._loaded[key] = loaded
+                    if target.version is not None:
+                        self._current[target.object_path] = target.version
+                    if isinstance(loaded, LoadError) and target.initial:
+                        closing = self._keep_idle(key)  # failures of value sets are bounded too
+                self._close(closing)
                 if target.version is not None:
                     self._retire(target)
-        if isinstance(loaded, LoadError):
-            raise loaded
+            fd = self._use(target, key)
+        if fd is None:  # evicted while idle between our load and our use: load again
+            return self.prog_fd(target, load)
+        return fd
+
+    def _use(self, target: Target, key: _Key) -> int | None:
+        # one critical section from finding the load to counting its user: nothing
+        # closes a load with users, so the fd stays valid until done()
         with self._lock:
+            loaded = self._loaded.get(key)
+            if loaded is None:
+                return None
+            if isinstance(loaded, LoadError):
+                raise loaded
             self._users[key] = self._users.get(key, 0) + 1
             self._idle.pop(key, None)
-        return _libbpf.object_program_fd(loaded.obj, target.program)
+            return _libbpf.object_program_fd(loaded.obj, target.program)
 
     def done(self, target: Target) -> None:
         """An open has its link: the kernel holds the program, the load may go when idle."""
@@ -117,15 +150,28 @@ class Programs:
             if self._users[key]:
                 return
             del self._users[key]
-            if not target.initial:
-                return  # one load per target: kept for the life of the mount
-            self._idle[key] = None
-            while len(self._idle) > MAX_IDLE_VARIANTS:
-                oldest, _ = self._idle.popitem(last=False)
-                closing.append(self._loaded.pop(oldest))
-                self._loading.pop(oldest, None)
-        for loaded in closing:
-            loaded.close()
+            if target.version is not None and self._current.get(target.object_path) != target.version:
+                closing.append(self._loaded.pop(key))  # a replaced object's last open is done with it
+                self._loading.pop(key, None)
+            elif target.initial:
+                closing = self._keep_idle(key)
+        self._close(closing)
+
+    def _keep_idle(self, key: _Key) -> list:
+        """Mark a value-set load idle; the loads beyond MAX_IDLE_VARIANTS to close. Under _lock."""
+        self._idle[key] = None
+        closing = []
+        while len(self._idle) > MAX_IDLE_VARIANTS:
+            oldest, _ = self._idle.popitem(last=False)
+            closing.append(self._loaded.pop(oldest))
+            self._loading.pop(oldest, None)
+        return closing
+
+    @staticmethod
+    def _close(loads: list) -> None:
+        for loaded in loads:
+            if isinstance(loaded, _Loaded):
+                loaded.close()
 
     @staticmethod
     def _load(target: Target) -> _Loaded | LoadError:
@@ -155,14 +201,9 @@ class Programs:
             for key in stale:
                 self._loading.pop(key, None)
                 self._idle.pop(key, None)
-        for loaded in closing:
-            if isinstance(loaded, _Loaded):
-                loaded.close()
+        self._close(closing)
         if stale:
             log.info("%s: replaced; %d load(s) of the old file closed", current.object_path, len(stale))
-
-    def is_loaded(self, target: Target) -> bool:
-        return _key(target) in self._loaded
 
     @property
     def loaded(self) -> list[_Key]:
@@ -346,16 +387,14 @@ class Iterators:
         self._lock = threading.Lock()
         self._open: set[Iterator] = set()
 
-    def loaded(self, target_name: str, params: params_mod.Params, view: str | None = None) -> bool:
-        """Whether open() of this target is quick: its program is loaded (or known broken)."""
-        return self.programs.is_loaded(self.catalog.get(target_name, view, params))
-
-    def open(self, target_name: str, params: params_mod.Params, view: str | None = None) -> Iterator:
-        """A new walk. Loads the target's program on first use, which blocks."""
+    def open(self, target_name: str, params: params_mod.Params, view: str | None = None,
+             load: bool = True) -> Iterator:
+        """A new walk. Loads the target's program on first use, which blocks;
+        load=False raises NotLoaded instead, for callers that must not block."""
         schema = self.catalog.schema(target_name, view)
         target = self.catalog.get(target_name, view, params)
         params_mod.check(target_name, params, schema)
-        prog_fd = self.programs.prog_fd(target)
+        prog_fd = self.programs.prog_fd(target, load)
         try:
             with params_mod.link_info(target_name, params, schema) as link_info:
                 iterator = Iterator(target_name, prog_fd, link_info)

@@ -227,3 +227,29 @@ def test_an_object_linked_by_bpftool_gen_is_served(tmp_path, objects, view_mount
                    check=True, capture_output=True)
     assert (view_mount / f"task/tagged_tasks/pid={child.pid},tag=linked").read_text() == \
         f"v1 linked 1 {child.pid}\n"
+
+
+def test_many_value_sets_at_once_each_see_their_own(tmp_path, objects, view_mount, child):
+    """More value sets than idle loads are kept, opened from 8 threads: loads are evicted under use."""
+    import threading
+
+    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    wrong, errors = [], []
+
+    def reader(worker: int) -> None:
+        for i in range(40):
+            tag = f"w{worker}v{i}"[:7]
+            try:
+                text = (view_mount / f"task/tagged_tasks/pid={child.pid},tag={tag}").read_text()
+            except OSError as e:
+                errors.append(e)
+                continue
+            if text != f"v1 {tag} 1 {child.pid}\n":
+                wrong.append((tag, text))
+
+    threads = [threading.Thread(target=reader, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and not wrong
