@@ -101,8 +101,13 @@ class IterFS(pyfuse3.Operations):
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._tree.lookup(self._node(parent_inode), os.fsdecode(name))
-        self._tree.remember(node)
-        return self._attributes(node)
+        try:
+            attributes = self._attributes(node)
+        except Exception:
+            self._tree.drop_if_unused(node)
+            raise
+        self._tree.remember(node)  # counted only once the reply is sure
+        return attributes
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -127,8 +132,18 @@ class IterFS(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         directory, names = self._listings[fh]
         for index in range(start_id, len(names)):
-            node = self._tree.entry(directory, names[index])
-            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self._attributes(node), index + 1):
+            try:
+                node = self._tree.entry(directory, names[index])
+            except (LookupError, ParamError, OSError) as e:
+                log.debug("readdir: %s has gone: %s", names[index], e)  # skipped, not the whole listing
+                continue
+            try:
+                attributes = self._attributes(node)
+            except (LookupError, ParamError, OSError) as e:
+                log.debug("readdir: %s has gone: %s", names[index], e)
+                self._tree.drop_if_unused(node)
+                continue
+            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), attributes, index + 1):
                 self._tree.drop_if_unused(node)
                 return
             self._tree.remember(node)

@@ -99,7 +99,11 @@ class Tree:
             return self._nodes[inode]
 
     def lookup(self, parent: Node, name: str) -> Node:
-        """The node called name in parent; LookupError (or ParamError) saying why not."""
+        """The node called name in parent; LookupError (or ParamError) saying why not.
+
+        Everything is checked before a node is made: a name that does not
+        exist leaves nothing behind.
+        """
         if parent.kind is Kind.MIRROR:
             return self._mirror_node(os.path.join(parent.path, name))
         if parent.kind is not Kind.DIR:
@@ -110,12 +114,17 @@ class Tree:
             raise LookupError(f"no target {name!r} on this mount")
         if parent.target is None:
             raise LookupError(f"no {name!r} in {parent.name}")
-        if parent.view is None and name in self._catalog.views(parent.target):
-            return self._view_node(parent.target, name)
-        node = self.entry(parent, name)
-        if node.kind is Kind.ITER:
-            params_mod.check(node.target, node.params, self._catalog.schema(node.target, node.view))
-        return node
+        target, view = parent.target, parent.view
+        if view is None and name in self._catalog.views(target):
+            return self._view_node(target, name)
+        if view is not None:
+            self._catalog.get(target, view)  # the view's object may have gone
+            if name == README:
+                return self._readme_node(target, view)
+        schema = self._catalog.schema(target, view)
+        params = params_mod.parse(target, name, schema)
+        params_mod.check(target, params, schema)
+        return self._params_node(target, view, params)
 
     def entry(self, directory: Node, name: str) -> Node:
         """The node for a name listing() gave (no existence check: it was just listed)."""
@@ -127,10 +136,15 @@ class Tree:
         if view is None and name in self._catalog.views(target):
             return self._view_node(target, name)
         if view is not None and name == README:
-            return self._node_for((target, view, README), Kind.README, README, target=target, view=view)
-        params = params_mod.parse(target, name, self._catalog.schema(target, view))
+            return self._readme_node(target, view)
+        return self._params_node(target, view, params_mod.parse(target, name, self._catalog.schema(target, view)))
+
+    def _params_node(self, target: str, view: str | None, params: params_mod.Params) -> Node:
         return self._node_for((target, view, params.name), Kind.ITER, params.name, target=target, view=view,
                               params=params)
+
+    def _readme_node(self, target: str, view: str) -> Node:
+        return self._node_for((target, view, README), Kind.README, README, target=target, view=view)
 
     def _view_node(self, target: str, view: str) -> Node:
         return self._node_for((target, view), Kind.DIR, view, target=target, view=view)

@@ -99,3 +99,18 @@ def test_forget_drops_parameter_inodes(ops, child):
     run(ops.getattr, inode, None)
     run(ops.forget, [(inode, 1)])
     assert _fuse_errno(ops.getattr, inode, None) == errno.ENOENT
+
+
+def test_lookups_of_names_that_do_not_exist_leave_no_nodes(ops):
+    async def look_up_many():
+        d = await ops.lookup(pyfuse3.ROOT_INODE, b"task", None)
+        for pid in range(4294960000, 4294961000):
+            with pytest.raises(pyfuse3.FUSEError):
+                await ops.lookup(d.st_ino, f"pid={pid}".encode(), None)
+        for name in (b"pid=abc", b"nosuch=1", b"README2"):
+            with pytest.raises(pyfuse3.FUSEError):
+                await ops.lookup(d.st_ino, name, None)
+
+    before = ops._tree.size
+    run(look_up_many)
+    assert ops._tree.size == before
