@@ -100,7 +100,11 @@ class IterFS(pyfuse3.Operations):
 
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        node = self._tree.lookup(self._node(parent_inode), os.fsdecode(name))
+        parent = self._node(parent_inode)
+        if parent.kind is Kind.MIRROR:  # bpffs paths: a syscall on another filesystem may wait
+            node = await trio.to_thread.run_sync(self._tree.lookup, parent, os.fsdecode(name))
+        else:
+            node = self._tree.lookup(parent, os.fsdecode(name))
         try:
             attributes = self._attributes(node)
         except Exception:
@@ -125,15 +129,29 @@ class IterFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = next(self._fh)
         # one snapshot per opendir, so entries are neither repeated nor skipped across calls
-        self._listings[fh] = (directory, self._tree.listing(directory))
+        if directory.kind is Kind.MIRROR:
+            listing = await trio.to_thread.run_sync(self._mirror_listing, directory)
+        else:
+            listing = self._tree.listing(directory)
+        self._listings[fh] = (directory, listing)
         return fh
+
+    def _mirror_listing(self, directory: Node) -> list[str | Node]:
+        """A mirror directory's entries as nodes, made here in a worker thread (they look at bpffs)."""
+        nodes = []
+        for name in self._tree.listing(directory):
+            try:
+                nodes.append(self._tree.entry(directory, name))
+            except LookupError:
+                pass  # gone since it was listed
+        return nodes
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         directory, names = self._listings[fh]
         for index in range(start_id, len(names)):
             try:
-                node = self._tree.entry(directory, names[index])
+                node = names[index] if isinstance(names[index], Node) else self._tree.entry(directory, names[index])
             except (LookupError, ParamError, OSError) as e:
                 log.debug("readdir: %s has gone: %s", names[index], e)  # skipped, not the whole listing
                 continue
@@ -150,7 +168,10 @@ class IterFS(pyfuse3.Operations):
 
     @_errors
     async def releasedir(self, fh: int) -> None:
-        self._listings.pop(fh, None)
+        _, names = self._listings.pop(fh, (None, []))
+        for node in names:
+            if isinstance(node, Node):
+                self._tree.drop_if_unused(node)  # made for the listing, never replied
 
     # contents
 
@@ -168,7 +189,7 @@ class IterFS(pyfuse3.Operations):
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
         self.stats.opens += 1
         if node.kind is Kind.PIN:
-            iterator = self._iterators.open_pin(node.path, node.target)
+            iterator = await trio.to_thread.run_sync(self._iterators.open_pin, node.path, node.target)
         else:
             try:  # in place when the program is loaded: a link and an iterator fd are quick
                 iterator = self._iterators.open(node.target, node.params, node.view, load=False)
@@ -200,19 +221,19 @@ class IterFS(pyfuse3.Operations):
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return [name.encode() for name in self._xattrs(self._node(inode))]
+        return [name.encode() for name in await self._xattrs(self._node(inode))]
 
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        value = self._xattrs(self._node(inode)).get(os.fsdecode(name))
+        value = (await self._xattrs(self._node(inode))).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(errno.ENODATA)
         return value.encode()
 
-    def _xattrs(self, node: Node) -> dict[str, str]:
+    async def _xattrs(self, node: Node) -> dict[str, str]:
         """user.iterfs.*: a file's target and parameters (a pin's as its link's fdinfo says)."""
         if node.kind is Kind.PIN:
-            pin = self._tree.pin(node)
+            pin = await trio.to_thread.run_sync(self._tree.pin, node)
             values = {"target": pin.target, "link_id": str(pin.link_id), "prog_id": str(pin.prog_id), **pin.params}
         elif node.kind is Kind.ITER:
             view = {"view": node.view} if node.view else {}

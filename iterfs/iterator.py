@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from . import _libbpf, params as params_mod
+from . import _libbpf, params as params_mod, pins
 from .catalog import Catalog, Target
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ class Iterator:
         iterator.target = target
         iterator.produced = 0
         iterator.link_fd = -1  # the pin holds the link
-        iterator.iter_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        iterator.iter_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         return iterator
 
     def read(self, size: int = KERNEL_READ) -> bytes:
@@ -405,7 +405,9 @@ class Iterators:
         return iterator
 
     def open_pin(self, path: str, target: str) -> Iterator:
-        """A new walk of the iterator link pinned at path."""
+        """A new walk of the iterator link pinned at path (still an iterator link?). Blocks."""
+        if pins.inspect(path) is None:
+            raise LookupError(f"{path}: no longer an iterator pin")
         iterator = Iterator.of_pin(path, target)
         with self._lock:
             self._open.add(iterator)

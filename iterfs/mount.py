@@ -25,6 +25,7 @@ import trio
 from .catalog import BUNDLED_DIR, Catalog
 from .fs import IterFS
 from .iterator import Iterators
+from .mounts import mount_points, within
 from .pins import Mirror
 from .views import SYSTEM_DIR
 from .tree import Tree
@@ -66,9 +67,17 @@ def check_host(mountpoint: Path) -> None:
         raise MountError(f"{mountpoint} is already an iterfs mount")
 
 
+def check_bpffs(paths: list[Path]) -> None:
+    bpffs = mount_points("bpf")
+    for path in paths:
+        if not within(os.path.realpath(path), bpffs):
+            raise MountError(f"--bpffs {path}: not in a bpf filesystem (mount -t bpf bpf {path})")
+
+
 def mount(opts: Options, configure_logging: Callable[[], None]) -> None:
     opts.mountpoint = opts.mountpoint.resolve()
     check_host(opts.mountpoint)
+    check_bpffs(opts.bpffs)
     if opts.foreground:
         configure_logging()
         _write_pid_file(opts)
@@ -194,15 +203,7 @@ async def _terminate_on_signal() -> None:
 
 
 def is_mounted(mountpoint: Path) -> bool:
-    target = os.path.realpath(mountpoint)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            separator = fields.index("-")
-            point = fields[4].encode().decode("unicode_escape")  # \040 and friends
-            if point == target and fields[separator + 1] == FSTYPE:
-                return True
-    return False
+    return os.path.realpath(mountpoint) in mount_points(FSTYPE)
 
 
 def umount(mountpoint: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Mapping
 
 from . import _libbpf
 from .btf import Global
+from .mounts import mount_points
 
 ALL = "all"
 LINK_INFO_SIZE = 16  # sizeof(union bpf_iter_link_info)
@@ -200,7 +201,7 @@ class ViewSchema(Schema):
         if g is None:
             return self.base.parse_value(key, text)
         if g.kind == "chars":
-            if len(text.encode()) >= g.size:
+            if len(os.fsencode(text)) >= g.size:
                 raise ParamError(f"{key}={text}: {g.ctype} holds at most {g.size - 1} bytes")
             return text
         low, high = (-(1 << (g.int_bits - 1)), (1 << (g.int_bits - 1)) - 1) if g.signed else (0, (1 << g.int_bits) - 1)
@@ -229,7 +230,7 @@ class ViewSchema(Schema):
         for key, value in values.items():
             g = self.globals.get(key)
             if g is not None:
-                data = value.encode().ljust(g.size, b"\0") if g.kind == "chars" else \
+                data = os.fsencode(value).ljust(g.size, b"\0") if g.kind == "chars" else \
                     value.to_bytes(g.size, sys.byteorder, signed=g.signed)
                 writes.append((g.section, g.offset, data))
         return tuple(writes)
@@ -332,13 +333,11 @@ def _tgid_of(tid: int) -> int | None:
 
 
 def cgroup2_root() -> str:
-    """Where cgroup2 is mounted (the first mount in /proc/self/mountinfo)."""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[fields.index("-") + 1] == "cgroup2":
-                return fields[4].encode().decode("unicode_escape")
-    raise ParamError("cgroup2 is not mounted")
+    """Where cgroup2 is mounted (its first mount)."""
+    points = mount_points("cgroup2")
+    if not points:
+        raise ParamError("cgroup2 is not mounted")
+    return points[0]
 
 
 def cgroup_ids() -> set[int]:

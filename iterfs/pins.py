@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _libbpf
+from .mounts import mount_points, within
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,7 @@ def inspect(path: str) -> Pin | None:
 
 
 def bpffs_mounts() -> list[str]:
-    with open("/proc/self/mounts") as f:
-        points = [line.split()[1] for line in f if line.split()[2] == "bpf"]
-    return sorted({p.encode().decode("unicode_escape") for p in points})
+    return sorted(set(mount_points("bpf")))
 
 
 class Mirror:
@@ -72,7 +71,13 @@ class Mirror:
         return self._roots if self._roots is not None else bpffs_mounts()
 
     def _inside(self, path: str) -> bool:
-        return any(path == r or path.startswith(r.rstrip("/") + "/") for r in self.roots())
+        return within(path, self.roots())
+
+    def _same_mount(self, path: str, st: os.stat_result) -> bool:
+        # never into another filesystem mounted below a bpffs: above all not into this
+        # mount itself, where a lookup would wait for the daemon that makes it
+        root = next(r for r in sorted(self.roots(), key=len, reverse=True) if within(path, [r]))
+        return st.st_dev == os.stat(root).st_dev
 
     def _ways_down(self, path: str) -> set[str]:
         prefix = path.rstrip("/") + "/"
@@ -82,12 +87,14 @@ class Mirror:
         """"dir" for a directory of the mirror, a Pin for an iterator pin, None for neither."""
         if self._inside(path):
             try:
-                mode = os.lstat(path).st_mode
+                st = os.lstat(path)
             except OSError:
                 return None
-            if stat.S_ISDIR(mode):
+            if not self._same_mount(path, st):
+                return None
+            if stat.S_ISDIR(st.st_mode):
                 return "dir"
-            return inspect(path) if stat.S_ISREG(mode) else None
+            return inspect(path) if stat.S_ISREG(st.st_mode) else None
         parent, name = os.path.split(path)
         return "dir" if name in self._ways_down(parent) else None
 
@@ -98,7 +105,10 @@ class Mirror:
             try:
                 with os.scandir(path) as it:
                     for entry in it:
-                        if entry.is_dir(follow_symlinks=False) or inspect(entry.path):
+                        st = entry.stat(follow_symlinks=False)
+                        if not self._same_mount(entry.path, st):
+                            continue
+                        if stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and inspect(entry.path)):
                             names.add(entry.name)
             except OSError as e:
                 log.debug("%s: cannot list: %s", path, e.strerror)
@@ -107,13 +117,17 @@ class Mirror:
 
 def check_bpffs_path(path: Path) -> None:
     """Refuse a pin path outside bpffs with a sentence saying so."""
-    parent = os.path.realpath(path.parent)
-    if not any(parent == r or parent.startswith(r.rstrip("/") + "/") for r in bpffs_mounts()):
+    if not within(os.path.realpath(path.parent), bpffs_mounts()):
         raise ValueError(f"{path.parent} is not in a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
 
 
 def unpin(path: Path) -> None:
-    """Remove an iterator pin; anything else pinned there is left alone."""
-    if inspect(str(path)) is None:
+    """Remove an iterator pin; anything else pinned there (or a link to one) is left alone."""
+    check_bpffs_path(path)
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) or inspect(str(path)) is None:
         raise ValueError(f"{path} is not a pinned iterator link")
     os.unlink(path)

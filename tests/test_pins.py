@@ -93,3 +93,44 @@ def test_pin_and_unpin_refuse_what_they_should(bpffs, tmp_path, fuse_host):
     done = run_iterfs("unpin", str(map_pin))
     assert done.returncode == 1 and "not a pinned iterator link" in done.stderr
     assert map_pin.exists()
+
+
+def test_the_mirror_does_not_enter_other_mounts_or_accept_a_non_bpffs(bpffs, tmp_path, fuse_host):
+    # this very mount inside the mirrored bpffs: a lookup there would wait for its own daemon
+    (bpffs / "inner").mkdir()
+    mnt = start_mount(tmp_path, ["--bpffs", str(bpffs)])
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(bpffs / "inner")], check=True)
+        try:
+            mirror = mnt / "pinned" / str(bpffs).lstrip("/")
+            assert "inner" not in os.listdir(mirror)
+            with pytest.raises(OSError) as info:
+                os.listdir(mirror / "inner")
+            assert info.value.errno == errno.ENOENT
+        finally:
+            subprocess.run(["umount", str(bpffs / "inner")], check=True)
+    finally:
+        mnt.stop()
+    done = run_iterfs("mount", str(tmp_path / "mnt"), "--bpffs", str(tmp_path))
+    assert done.returncode == 1 and "not in a bpf filesystem" in done.stderr
+
+
+def test_unpin_refuses_a_symlink_to_a_pin(bpffs, tmp_path, fuse_host):
+    bpftool_pin("ksym.bpf.o", bpffs / "syms")
+    (tmp_path / "link").symlink_to(bpffs / "syms")
+    done = run_iterfs("unpin", str(tmp_path / "link"))
+    assert done.returncode == 1 and (bpffs / "syms").exists() and (tmp_path / "link").is_symlink()
+    assert run_iterfs("unpin", str(bpffs / "syms")).returncode == 0
+
+
+def test_mounts_at_paths_with_unusual_characters(tmp_path, fuse_host):
+    place = tmp_path / "é d\tx"
+    place.mkdir()
+    mnt = start_mount(place)
+    try:
+        assert mnt.read(f"task/pid={os.getpid()}")
+        assert run_iterfs("status", str(mnt.path)).returncode == 0
+        assert run_iterfs("mount", str(mnt.path)).returncode == 1  # already mounted, recognised
+    finally:
+        assert run_iterfs("umount", str(mnt.path)).returncode == 0
+        mnt.stop()

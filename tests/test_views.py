@@ -253,3 +253,9 @@ def test_many_value_sets_at_once_each_see_their_own(tmp_path, objects, view_moun
     for t in threads:
         t.join(timeout=300)
     assert not errors and not wrong
+
+
+def test_a_char_global_takes_the_bytes_of_the_file_name(tmp_path, objects, view_mount, child):
+    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    name = os.fsdecode(b"pid=%d,tag=\xff\xfe" % child.pid)  # not UTF-8: still a name, still bytes
+    assert (view_mount / "task/tagged_tasks" / name).read_bytes() == b"v1 \xff\xfe 1 %d\n" % child.pid
