@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import _libbpf, params as params_mod, pins
 from .catalog import Catalog, Target
+from .views import ViewsError, open_object
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,18 @@ class LoadError(OSError):
 
 class _Loaded:
     def __init__(self, target: Target):
-        self.obj = _libbpf.object_open(str(target.object_path))
+        if target.version is None:  # bundled: the package's own file
+            self.obj = _libbpf.object_open(str(target.object_path))
+        else:
+            # a user's object: the very file (and version) that was read and checked
+            try:
+                fd = open_object(target.object_path, target.version)
+            except ViewsError as e:
+                raise OSError(errno.ESTALE, str(e)) from None
+            try:
+                self.obj = _libbpf.object_open(f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
         try:
             if target.attach:
                 _libbpf.object_set_iter_target(self.obj, target.program, target.attach)

@@ -40,18 +40,48 @@ class View:
     globals: tuple[Global, ...] = ()  # the object's global variables, from its BTF
 
 
+def _safe(st: os.stat_result) -> bool:
+    return st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def check_directory(path: Path) -> None:
-    """The daemon loads kernel code from path: it must be root's and writable by root alone."""
+    """The daemon loads kernel code from path: only root may change it, or what leads to it.
+
+    Every directory on the way must be root's and writable by root alone; a
+    sticky one (/tmp) may be writable by all, since no one else can rename
+    root's entries in it.
+    """
     try:
         st = os.stat(path)
     except OSError as e:
         raise ViewsError(f"--objects {path}: {e.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise ViewsError(f"--objects {path}: not a directory")
-    if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ViewsError(f"--objects {path}: must be owned by root and not writable by group or others "
-                         f"(it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): "
-                         "iterfs loads kernel code from it")
+    real = Path(os.path.realpath(path))
+    for place in [real, *real.parents]:
+        st = os.stat(place)
+        if not (_safe(st) or (place != real and st.st_uid == 0 and st.st_mode & stat.S_ISVTX)):
+            raise ViewsError(f"--objects {path}: {place} must be owned by root and not writable by group or "
+                             f"others (it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): "
+                             "iterfs loads kernel code from it")
+
+
+def open_object(path: Path, version: tuple[int, int, int] | None = None) -> int:
+    """An fd of the object file at path, not through a symlink, checked on the fd itself.
+
+    Returns the fd (the caller reads /proc/self/fd/N and closes it); raises
+    ViewsError if the file is not root's alone, or is not the version given.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or not _safe(st):
+        os.close(fd)
+        raise ViewsError(f"must be a regular file owned by root and not writable by group or others "
+                         f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
+    if version is not None and (st.st_ino, st.st_mtime_ns, st.st_size) != version:
+        os.close(fd)
+        raise ViewsError("changed since it was read")
+    return fd
 
 
 class UserObjects:
@@ -62,6 +92,19 @@ class UserObjects:
         self._kernel = kernel_targets
         self._read: dict[Path, tuple[tuple[int, int, int], list[View]]] = {}
         self._refused: dict[Path, str] = {}
+
+    def _directories(self) -> list[Path]:
+        """The directories that are still safe: checked again on every look."""
+        safe = []
+        for directory in self.directories:
+            try:
+                check_directory(directory)
+            except ViewsError as e:
+                self._refuse(directory, str(e))
+                continue
+            self._refused.pop(directory, None)
+            safe.append(directory)
+        return safe
 
     def views(self, target: str) -> dict[str, View]:
         """The views of target as the directories hold them now, by name."""
@@ -78,7 +121,7 @@ class UserObjects:
 
     def _all(self) -> list[View]:
         seen: dict[Path, tuple[int, int, int]] = {}
-        for directory in self.directories:
+        for directory in self._directories():
             try:
                 entries = sorted(directory.glob("*.bpf.o"))
             except OSError as e:
@@ -86,16 +129,18 @@ class UserObjects:
                 continue
             for path in entries:
                 try:
-                    st = os.stat(path)
+                    st = os.lstat(path)
                 except FileNotFoundError:
                     continue  # removed while we looked
                 if not stat.S_ISREG(st.st_mode):
+                    self._refuse(path, "not a regular file (symlinks are not followed)")
                     continue
-                if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                if not _safe(st):
                     # the directory is root's, but a file in it may still be someone else's to change
                     self._refuse(path, f"must be owned by root and not writable by group or others "
                                        f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
                     continue
+                self._refused.pop(path, None)
                 seen[path] = (st.st_ino, st.st_mtime_ns, st.st_size)
         for path in set(self._read) - set(seen):
             log.info("%s: removed, its views are gone", path)
@@ -116,18 +161,28 @@ class UserObjects:
     def _views_of(self, path: Path, version: tuple[int, int, int]) -> list[View]:
         """The views one object file offers; a broken object offers none, and says why once."""
         try:
-            obj = read_object(path)
-        except ObjectError as e:
-            log.error("ignoring %s", e)
-            return []
-        if not obj.programs:
-            log.error("ignoring %s: no iterator programs (no SEC(\"iter/...\"))", path)
+            fd = open_object(path, version)
+        except (OSError, ViewsError) as e:
+            log.error("ignoring %s: %s", path, getattr(e, "strerror", None) or e)
             return []
         try:
-            globals_ = read_globals(path)
-        except ObjectError as e:
-            log.error("%s: its globals cannot be parameters: %s", path, e)
-            globals_ = ()
+            # programs and globals from the one file checked, whatever the name points to now
+            checked = Path(f"/proc/self/fd/{fd}")
+            try:
+                obj = read_object(checked)
+            except ObjectError as e:
+                log.error("ignoring %s: %s", path, str(e).replace(str(checked), "the file"))
+                return []
+            if not obj.programs:
+                log.error("ignoring %s: no iterator programs (no SEC(\"iter/...\"))", path)
+                return []
+            try:
+                globals_ = read_globals(checked)
+            except ObjectError as e:
+                log.error("%s: its globals cannot be parameters: %s", path, e)
+                globals_ = ()
+        finally:
+            os.close(fd)
         views = []
         for program in obj.programs:
             if program.target not in self._kernel:

@@ -259,3 +259,19 @@ def test_a_char_global_takes_the_bytes_of_the_file_name(tmp_path, objects, view_
     build(tmp_path, "two", TWO, objects / "two.bpf.o")
     name = os.fsdecode(b"pid=%d,tag=\xff\xfe" % child.pid)  # not UTF-8: still a name, still bytes
     assert (view_mount / "task/tagged_tasks" / name).read_bytes() == b"v1 \xff\xfe 1 %d\n" % child.pid
+
+
+def test_a_directory_under_one_others_may_change_is_refused(tmp_path, fuse_host):
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    os.chmod(parent, 0o777)  # not sticky: anyone may rename the directory below
+    (parent / "objects").mkdir(mode=0o755)
+    with pytest.raises(AssertionError, match="shared must be owned by root and not writable"):
+        start_mount(tmp_path, ["--objects", str(parent / "objects")])
+
+
+def test_an_object_that_is_a_symlink_is_refused(tmp_path, objects, view_mount, child):
+    build(tmp_path, "two", TWO, tmp_path / "elsewhere.bpf.o")
+    (objects / "two.bpf.o").symlink_to(tmp_path / "elsewhere.bpf.o")
+    assert "tagged_tasks" not in os.listdir(view_mount / "task")
+    assert "two.bpf.o: not a regular file (symlinks are not followed)" in view_mount.log.read_text()
