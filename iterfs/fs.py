@@ -92,7 +92,8 @@ class IterFS(pyfuse3.Operations):
         self._tree = tree
         self._iterators = iterators
         self._handles: dict[int, Stream | _Text] = {}
-        self._listings: dict[int, tuple[Node, list[str]]] = {}
+        # per opendir: the directory and its entries (names, or nodes already made for a mirror)
+        self._listings: dict[int, tuple[Node, list[str | Node]]] = {}
         self._fh = itertools.count(1)
         self._mounted_ns = time.time_ns()
 
@@ -187,7 +188,6 @@ class IterFS(pyfuse3.Operations):
         if node.kind is Kind.STATUS:
             self._handles[fh] = _Text(self._status())
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
-        self.stats.opens += 1
         if node.kind is Kind.PIN:
             iterator = await trio.to_thread.run_sync(self._iterators.open_pin, node.path, node.target)
         else:
@@ -196,6 +196,7 @@ class IterFS(pyfuse3.Operations):
             except NotLoaded:
                 iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params, node.view)
         self._handles[fh] = Stream(iterator)
+        self.stats.opens += 1
         # size unknown until read: like /proc, st_size is 0 and reads bypass the page cache
         return pyfuse3.FileInfo(fh=fh, direct_io=True, nonseekable=True)
 
