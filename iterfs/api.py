@@ -35,21 +35,23 @@ class Session:
 
     def stream_path(self, path: str) -> TypingIterator[bytes]:
         """The contents of a tree path such as ``task_vma/pid=42`` or ``task/README``."""
-        target, _, name = path.strip("/").partition("/")
+        target, name = self._split(path)
         if name == README:
             yield self.iterators.catalog.get(target).readme.encode()
             return
-        yield from self._stream(*self._resolve(path))
+        yield from self._stream(target, params_mod.parse(target, name))
 
     def pin(self, path: str, bpffs_path: Path) -> None:
         """Pin the iterator of a tree path (``task_vma/pid=42``) at bpffs_path; it outlives us."""
-        target, params = self._resolve(path)
+        target, name = self._split(path)
         check_bpffs_path(bpffs_path)
-        self.iterators.pin(target, params, str(bpffs_path))
+        self.iterators.pin(target, params_mod.parse(target, name), str(bpffs_path))
 
-    def _resolve(self, path: str) -> tuple[str, params_mod.Params]:
+    @staticmethod
+    def _split(path: str) -> tuple[str, str]:
+        """("task_vma", "pid=42") of "task_vma/pid=42"; a bare target means its `all`."""
         target, _, name = path.strip("/").partition("/")
-        return target, params_mod.parse(target, name or params_mod.ALL)
+        return target, name or params_mod.ALL
 
     def _stream(self, target: str, params: params_mod.Params) -> TypingIterator[bytes]:
         iterator = self.iterators.open(target, params)

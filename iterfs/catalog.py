@@ -62,6 +62,16 @@ def _globals_text(target: str, globals_) -> str:
     return "\n".join(lines) + "\n"
 
 
+def schema_of(name: str, view_globals=None) -> params_mod.Schema:
+    """A target's schema; with a view's globals (btf.Global), the view's, which takes them too."""
+    base = params_mod.schema_for(name)
+    return base if view_globals is None else params_mod.ViewSchema(base, view_globals)
+
+
+def target_schema(target: Target) -> params_mod.Schema:
+    return schema_of(target.name, target.globals if target.view else None)
+
+
 class CatalogError(RuntimeError):
     pass
 
@@ -136,10 +146,7 @@ class Catalog:
 
     def schema(self, name: str, view: str | None = None) -> params_mod.Schema:
         """The parameters files of a target (or of a view of it, globals included) take."""
-        base = params_mod.schema_for(name)
-        if view is None:
-            return base
-        return params_mod.ViewSchema(base, self._view(name, view).globals)
+        return schema_of(name, self._view(name, view).globals if view else None)
 
     def _view(self, name: str, view: str) -> View:
         found = self.views(name).get(view)
@@ -157,9 +164,7 @@ class Catalog:
                 why = "this kernel has no such iterator" if name not in self.kernel else "no program serves it"
                 raise LookupError(f"target {name!r}: {why}") from None
         found = self._view(name, view)
-        initial = ()
-        if params is not None:
-            initial = params_mod.ViewSchema(params_mod.schema_for(name), found.globals).initial(dict(params.values))
+        initial = schema_of(name, found.globals).initial(dict(params.values)) if params is not None else ()
         return Target(name, found.object_path, found.program, view=view, version=found.version,
                       initial=initial, globals=found.globals)
 

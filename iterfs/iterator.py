@@ -11,6 +11,7 @@ worker thread. Objects that hold kernel handles release them in close().
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -20,7 +21,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from . import _libbpf, params as params_mod, pins
-from .catalog import Catalog, Target
+from .catalog import Catalog, Target, target_schema
 from .views import ViewsError, open_object
 
 log = logging.getLogger(__name__)
@@ -399,19 +400,25 @@ class Iterators:
         self._lock = threading.Lock()
         self._open: set[Iterator] = set()
 
-    def open(self, target_name: str, params: params_mod.Params, view: str | None = None,
-             load: bool = True) -> Iterator:
-        """A new walk. Loads the target's program on first use, which blocks;
-        load=False raises NotLoaded instead, for callers that must not block."""
-        schema = self.catalog.schema(target_name, view)
+    @contextlib.contextmanager
+    def _link_parts(self, target_name: str, params: params_mod.Params, view: str | None, load: bool):
+        """(prog_fd, link_info) for a link of target, view and params, valid inside the block."""
         target = self.catalog.get(target_name, view, params)
+        schema = target_schema(target)
         params_mod.check(target_name, params, schema)
         prog_fd = self.programs.prog_fd(target, load)
         try:
             with params_mod.link_info(target_name, params, schema) as link_info:
-                iterator = Iterator(target_name, prog_fd, link_info)
+                yield prog_fd, link_info
         finally:
             self.programs.done(target)
+
+    def open(self, target_name: str, params: params_mod.Params, view: str | None = None,
+             load: bool = True) -> Iterator:
+        """A new walk. Loads the target's program on first use, which blocks;
+        load=False raises NotLoaded instead, for callers that must not block."""
+        with self._link_parts(target_name, params, view, load) as (prog_fd, link_info):
+            iterator = Iterator(target_name, prog_fd, link_info)
         with self._lock:
             self._open.add(iterator)
         return iterator
@@ -427,14 +434,8 @@ class Iterators:
 
     def pin(self, target_name: str, params: params_mod.Params, path: str) -> None:
         """Pin a link for target and params at path in bpffs; it outlives this process."""
-        target = self.catalog.get(target_name)
-        params_mod.check(target_name, params)
-        prog_fd = self.programs.prog_fd(target)
-        try:
-            with params_mod.link_info(target_name, params) as link_info:
-                link_fd = _libbpf.link_create(prog_fd, link_info)
-        finally:
-            self.programs.done(target)
+        with self._link_parts(target_name, params, None, True) as (prog_fd, link_info):
+            link_fd = _libbpf.link_create(prog_fd, link_info)
         try:
             _libbpf.obj_pin(link_fd, path)
         finally:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -85,6 +87,23 @@ def start_mount(directory: Path, extra: list[str] = ()) -> Mount:
         tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
         raise AssertionError(f"iterfs mount failed ({done.returncode}): {done.stderr.strip()}\n{tail}")
     return Mount(path, log, int(pid_file.read_text()), args)
+
+
+def compile_bpf(source: str, out: Path) -> None:
+    """Build a test's own BPF program (C source text) into out, against the project's vmlinux.h."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as work:  # not beside out: that may be a watched objects directory
+        src = Path(work) / "program.bpf.c"
+        src.write_text(source)
+        subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-mcpu=v3", f"-I{root / 'bpf'}", "-c", str(src),
+                        "-o", str(out)], check=True, capture_output=True)
+
+
+def bundled_copy(directory: Path) -> Path:
+    """A copy of the bundled programs in directory/programs, for a mount with --bpf-dir to change."""
+    programs = directory / "programs"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "iterfs" / "bpf", programs)
+    return programs
 
 
 def is_mounted(path: Path) -> bool:

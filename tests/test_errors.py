@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import start_mount, task_lines
+from helpers import bundled_copy, compile_bpf, start_mount, task_lines
 
 pytestmark = pytest.mark.fuse
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _errno_of(path: Path) -> int:
@@ -77,15 +74,8 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 
 
 def test_a_rejected_program_gives_eio_and_the_others_still_read(tmp_path, fuse_host):
-    programs = tmp_path / "programs"
-    shutil.copytree(ROOT / "iterfs" / "bpf", programs)
-    source = tmp_path / "broken.bpf.c"
-    source.write_text(BROKEN)
-    subprocess.run(
-        ["clang", "-g", "-O2", "-target", "bpf", f"-I{ROOT / 'bpf'}", "-c", str(source),
-         "-o", str(programs / "task_vma.bpf.o")],
-        check=True, capture_output=True,
-    )
+    programs = bundled_copy(tmp_path)
+    compile_bpf(BROKEN, programs / "task_vma.bpf.o")
     mnt = start_mount(tmp_path, ["--bpf-dir", str(programs)])
     try:
         assert "task_vma" in os.listdir(mnt.path)

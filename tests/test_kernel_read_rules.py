@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import proc_threads, start_mount
+from helpers import bundled_copy, compile_bpf, proc_threads, start_mount
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.fuse
 
 # Asks the kernel to retry every other call (return 1 -> read() gives EAGAIN).
@@ -56,11 +53,8 @@ int dump_task(struct bpf_iter__task *ctx)
 
 
 def mount_with_task_program(tmp_path: Path, source: str):
-    programs = tmp_path / "programs"
-    shutil.copytree(ROOT / "iterfs" / "bpf", programs)
-    (tmp_path / "task.bpf.c").write_text(source)
-    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-mcpu=v3", f"-I{ROOT / 'bpf'}", "-c",
-                    str(tmp_path / "task.bpf.c"), "-o", str(programs / "task.bpf.o")], check=True, capture_output=True)
+    programs = bundled_copy(tmp_path)
+    compile_bpf(source, programs / "task.bpf.o")
     return start_mount(tmp_path, ["--bpf-dir", str(programs)])
 
 

@@ -20,7 +20,7 @@ def test_mount_is_readable_as_soon_as_the_command_returns(tmp_path, fuse_host):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     done = subprocess.run(
-        ["sh", "-c", f'"$0" mount "$1" --log "$2" && cat "$1/task/pid=$$"', ITERFS,
+        ["sh", "-c", '"$0" mount "$1" --log "$2" && cat "$1/task/pid=$$"', ITERFS,
          str(mnt), str(tmp_path / "log")],
         capture_output=True, text=True,
     )

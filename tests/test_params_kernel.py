@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from helpers import make_map, start_mount
+from helpers import bundled_copy, compile_bpf, make_map, start_mount
 from iterfs import params
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.bpf
 
 
@@ -83,11 +80,8 @@ int dump_bogus(struct bpf_iter__iterfs_no_such_target *ctx)
 
 @pytest.mark.fuse
 def test_a_target_the_kernel_lacks_is_absent_from_the_tree(tmp_path, fuse_host):
-    programs = tmp_path / "programs"
-    shutil.copytree(ROOT / "iterfs" / "bpf", programs)
-    (tmp_path / "bogus.bpf.c").write_text(BOGUS)
-    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", f"-I{ROOT / 'bpf'}", "-c", str(tmp_path / "bogus.bpf.c"),
-                    "-o", str(programs / "bogus.bpf.o")], check=True, capture_output=True)
+    programs = bundled_copy(tmp_path)
+    compile_bpf(BOGUS, programs / "bogus.bpf.o")
     from iterfs.targets import kernel_targets
 
     assert "iterfs_no_such_target" not in kernel_targets()
@@ -105,8 +99,7 @@ def test_a_target_the_kernel_lacks_is_absent_from_the_tree(tmp_path, fuse_host):
 def test_targets_no_program_knows_are_served_by_the_generic_program(tmp_path, fuse_host, child):
     from helpers import proc_threads
 
-    programs = tmp_path / "programs"
-    shutil.copytree(ROOT / "iterfs" / "bpf", programs)
+    programs = bundled_copy(tmp_path)
     for forgotten in ("task.bpf.o", "ksym.bpf.o"):
         (programs / forgotten).unlink()
     child.start_threads(["g1", "g2"])

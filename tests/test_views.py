@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import Child, proc_fds, start_mount
+from helpers import Child, compile_bpf, proc_fds, start_mount
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.fuse
 
 # The seed document's "Without Parameters" program (bpf_iter_task_ex), as the document shows it.
@@ -87,11 +85,8 @@ int no_null_check(struct bpf_iter__task *ctx)
 """
 
 
-def build(tmp_path: Path, name: str, source: str, out: Path, version: str = "v1") -> None:
-    src = tmp_path / f"{name}.c"
-    src.write_text(source.replace("VERSION", version))
-    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", f"-I{ROOT / 'bpf'}", "-c", str(src), "-o", str(out)],
-                   check=True, capture_output=True)
+def build(source: str, out: Path, version: str = "v1") -> None:
+    compile_bpf(source.replace("VERSION", version), out)
 
 
 @pytest.fixture
@@ -116,7 +111,7 @@ def seed_lines(text: str) -> list[list[int]]:
 
 
 def test_the_seed_documents_program_filters_by_its_global(tmp_path, objects, view_mount, child):
-    build(tmp_path, "seed", SEED, objects / "bpf_iter_task_ex.bpf.o")
+    build(SEED, objects / "bpf_iter_task_ex.bpf.o")
     view = view_mount / "task_file" / "dump_task_file"
     assert {"README", "all", f"pid={child.pid}"} <= set(os.listdir(view))
     readme = (view / "README").read_text()
@@ -129,7 +124,7 @@ def test_the_seed_documents_program_filters_by_its_global(tmp_path, objects, vie
 
 
 def test_concurrent_opens_with_different_values_see_only_their_own(tmp_path, objects, view_mount):
-    build(tmp_path, "seed", SEED, objects / "seed.bpf.o")
+    build(SEED, objects / "seed.bpf.o")
     view = view_mount / "task_file" / "dump_task_file"
     with Child() as a, Child() as b:
         files = {c.pid: open(view / f"target_pid={c.pid}", "rb") for c in (a, b) for _ in range(3)}
@@ -142,7 +137,7 @@ def test_concurrent_opens_with_different_values_see_only_their_own(tmp_path, obj
 
 
 def test_two_programs_two_views_and_char_and_const_globals(tmp_path, objects, view_mount, child):
-    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    build(TWO, objects / "two.bpf.o")
     assert {"tagged_tasks", "thread_count"} <= set(os.listdir(view_mount / "task"))
     lines = (view_mount / f"task/tagged_tasks/pid={child.pid},tag=hello,step=-3").read_text().splitlines()
     assert lines == [f"v1 hello -3 {child.pid}"]
@@ -159,7 +154,7 @@ def test_two_programs_two_views_and_char_and_const_globals(tmp_path, objects, vi
     ("nosuch=1", "unknown parameter 'nosuch'"),
 ])
 def test_globals_that_do_not_fit_are_enoent_with_a_reason(tmp_path, objects, view_mount, name, why):
-    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    build(TWO, objects / "two.bpf.o")
     with pytest.raises(OSError) as info:
         (view_mount / f"task/tagged_tasks/{name}").read_bytes()
     assert info.value.errno == errno.ENOENT
@@ -168,11 +163,11 @@ def test_globals_that_do_not_fit_are_enoent_with_a_reason(tmp_path, objects, vie
 
 def test_objects_come_go_and_are_replaced_without_remount(tmp_path, objects, view_mount, child):
     assert "thread_count" not in os.listdir(view_mount / "task")
-    build(tmp_path, "two", TWO, objects / "two.bpf.o", "v1")
+    build(TWO, objects / "two.bpf.o", "v1")
     path = view_mount / f"task/thread_count/pid={child.pid}"
     old = open(path, "rb")  # opened on the first version
     try:
-        build(tmp_path, "two", TWO, tmp_path / "two-v2.bpf.o", "v2")
+        build(TWO, tmp_path / "two-v2.bpf.o", "v2")
         os.replace(tmp_path / "two-v2.bpf.o", objects / "two.bpf.o")
         assert path.read_text() == f"v2 {child.pid}\n"  # new opens: the new program
         assert old.read().decode() == f"v1 {child.pid}\n"  # the old open finishes on the old one
@@ -187,8 +182,8 @@ def test_objects_come_go_and_are_replaced_without_remount(tmp_path, objects, vie
 
 def test_broken_objects_are_reported_and_the_rest_works(tmp_path, objects, view_mount, child):
     (objects / "junk.bpf.o").write_bytes(b"\x7fELF but not really")
-    build(tmp_path, "rejected", REJECTED, objects / "rejected.bpf.o")
-    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    build(REJECTED, objects / "rejected.bpf.o")
+    build(TWO, objects / "two.bpf.o")
     names = set(os.listdir(view_mount / "task"))
     assert {"no_null_check", "tagged_tasks"} <= names
     with pytest.raises(OSError) as info:
@@ -202,7 +197,7 @@ def test_broken_objects_are_reported_and_the_rest_works(tmp_path, objects, view_
 
 
 def test_objects_others_could_change_are_refused(tmp_path, objects, view_mount, child):
-    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    build(TWO, objects / "two.bpf.o")
     os.chmod(objects / "two.bpf.o", 0o666)
     assert "tagged_tasks" not in os.listdir(view_mount / "task")
     assert "two.bpf.o: must be owned by root and not writable by group or others" in view_mount.log.read_text()
@@ -222,7 +217,7 @@ def test_objects_directory_must_be_roots_alone(tmp_path, fuse_host, mode, owner,
 
 
 def test_an_object_linked_by_bpftool_gen_is_served(tmp_path, objects, view_mount, child):
-    build(tmp_path, "two", TWO, tmp_path / "two.o")
+    build(TWO, tmp_path / "two.o")
     subprocess.run(["bpftool", "gen", "object", str(objects / "linked.bpf.o"), str(tmp_path / "two.o")],
                    check=True, capture_output=True)
     assert (view_mount / f"task/tagged_tasks/pid={child.pid},tag=linked").read_text() == \
@@ -233,7 +228,7 @@ def test_many_value_sets_at_once_each_see_their_own(tmp_path, objects, view_moun
     """More value sets than idle loads are kept, opened from 8 threads: loads are evicted under use."""
     import threading
 
-    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    build(TWO, objects / "two.bpf.o")
     wrong, errors = [], []
 
     def reader(worker: int) -> None:
@@ -256,7 +251,7 @@ def test_many_value_sets_at_once_each_see_their_own(tmp_path, objects, view_moun
 
 
 def test_a_char_global_takes_the_bytes_of_the_file_name(tmp_path, objects, view_mount, child):
-    build(tmp_path, "two", TWO, objects / "two.bpf.o")
+    build(TWO, objects / "two.bpf.o")
     name = os.fsdecode(b"pid=%d,tag=\xff\xfe" % child.pid)  # not UTF-8: still a name, still bytes
     assert (view_mount / "task/tagged_tasks" / name).read_bytes() == b"v1 \xff\xfe 1 %d\n" % child.pid
 
@@ -271,7 +266,7 @@ def test_a_directory_under_one_others_may_change_is_refused(tmp_path, fuse_host)
 
 
 def test_an_object_that_is_a_symlink_is_refused(tmp_path, objects, view_mount, child):
-    build(tmp_path, "two", TWO, tmp_path / "elsewhere.bpf.o")
+    build(TWO, tmp_path / "elsewhere.bpf.o")
     (objects / "two.bpf.o").symlink_to(tmp_path / "elsewhere.bpf.o")
     assert "tagged_tasks" not in os.listdir(view_mount / "task")
     assert "two.bpf.o: not a regular file (symlinks are not followed)" in view_mount.log.read_text()
