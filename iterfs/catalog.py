@@ -5,17 +5,24 @@ programs directory holds an iterator program for it. A target the kernel has
 and no program knows is served by the generic program (one line per object,
 its address), attached to that target at load. Each target's README ships
 beside the package (iterfs/readmes/<target>).
+
+A target the kernel refuses (targets.refused_targets) stays in the catalog,
+marked with the kernel's errno, unless another target can make the same
+lines: bpf_map_elem is then served by an iter/bpf_map program that walks the
+one map (bpf_map_elem_walk.bpf.o), loaded once per map.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import params as params_mod
+from .btf import read_globals
 from .objects import ObjectError, read_object
-from .targets import kernel_targets
+from .targets import kernel_targets, refused_targets
 from .views import UserObjects, View, ViewsError
 
 log = logging.getLogger(__name__)
@@ -24,6 +31,9 @@ BUNDLED_DIR = Path(__file__).parent / "bpf"
 READMES_DIR = Path(__file__).parent / "readmes"
 # the section target of bpf/generic.bpf.c: a placeholder, not a kernel target
 GENERIC = "generic"
+# A refused target -> (the target that serves it instead, its object, its program, the map
+# the object's placeholder stands for). Not scanned as programs of the target they attach to.
+WALKS = {"bpf_map_elem": ("bpf_map", "bpf_map_elem_walk.bpf.o", "dump_bpf_map_elem", "elems")}
 
 _GENERIC_README = """{target}: one line per object, walked when the file is opened.
 
@@ -51,15 +61,25 @@ without parameters, and the parameter files, e.g. {target}/{view}/all.
 
 
 def _globals_text(target: str, globals_) -> str:
-    usable = [g for g in globals_ if g.kind in ("int", "chars")]
     if not globals_:
         return ""
+    schema = schema_of(target, globals_)
+    usable = [g for g in globals_ if g in schema.globals.values()]
     lines = ["", "Globals of the program. Integers and char arrays are parameters too, alone or",
-             f"after the target's: e.g. {target}/<view>/{usable[0].name}=1" if usable else "(none can be set)", ""]
+             f"after the target's, as global.NAME=VALUE; a global whose name is not a parameter of",
+             f"{target} may be named without global. (a file name spells it so):",
+             f"e.g. {target}/<view>/{schema.key_of(usable[0])}=1" if usable else "(none can be set)", ""]
     for g in globals_:
-        how = "a parameter" if g in usable else "not settable"
+        how = f"the parameter {schema.key_of(g)}=" if g in usable else "not settable"
         lines.append(f"  {g.name:<20} {g.ctype:<24} {g.section}, {how}")
     return "\n".join(lines) + "\n"
+
+
+def _refused_text(target: str, code: int) -> str:
+    name = errno.errorcode.get(code, str(code))
+    return (f"{target}: refused by this kernel ({name}). The kernel refuses every program for this\n"
+            f"target (a local policy, or a hardened or locked-down kernel), so its files give\n"
+            f"{name}. What they would hold:\n")
 
 
 def schema_of(name: str, view_globals=None) -> params_mod.Schema:
@@ -86,9 +106,14 @@ class Target:
     version: tuple[int, int, int] | None = None  # a user object's file identity: a new one is a new load
     initial: tuple[tuple[str, int, bytes], ...] = ()  # (section, offset, bytes) written before load
     globals: tuple = field(default=(), compare=False)  # a view's program globals (btf.Global)
+    refused: int | None = None  # the errno with which this kernel refuses every program of the target
+    walks: str | None = None  # a target served by a program of this one (WALKS): its params are not the link's
+    maps: tuple[tuple[str, int], ...] = ()  # (map of the object, id of the existing map it stands for)
 
     @property
     def readme(self) -> str:
+        if self.refused:
+            return _refused_text(self.name, self.refused) + "\n" + replace(self, refused=None).readme
         if self.view:
             return _VIEW_README.format(target=self.name, view=self.view, path=self.object_path,
                                        program=self.program) + _globals_text(self.name, self.globals)
@@ -105,6 +130,7 @@ class Catalog:
                  objects: list[Path] | None = None):
         self.bpf_dir = Path(bpf_dir)
         self.kernel = kernel_targets() if kernel is None else kernel
+        self.refused = refused_targets(self.kernel)  # target -> errno
         try:
             self.user_objects = UserObjects(list(objects or []), self.kernel)
         except ViewsError as e:
@@ -112,16 +138,36 @@ class Catalog:
         self.targets: dict[str, Target] = {}
         self.absent: dict[str, str] = {}  # bundled programs whose target this kernel lacks: target -> program
         self._generic: tuple[Path, str] | None = None
+        self._percpu_flags: dict = {}  # a target served by a walk -> its program's `percpu` global
         objects = sorted(self.bpf_dir.glob("*.bpf.o"))
         if not objects:
             raise CatalogError(f"no BPF objects in {self.bpf_dir}: build them with 'make'")
+        walk_objects = {walk[1] for walk in WALKS.values()}
         for path in objects:
-            self._add(path)
+            if path.name not in walk_objects:
+                self._add(path)
         if self._generic:
             path, program = self._generic
             for name in sorted(self.kernel - set(self.targets)):
                 log.info("%s: no program knows this target, serving it with %s", name, path.name)
                 self.targets[name] = Target(name, path, program, attach=name)
+        for name, code in sorted(self.refused.items()):
+            if name in self.targets:
+                self._refuse(name, code)
+
+    def _refuse(self, name: str, code: int) -> None:
+        """Serve a refused target through another target where one can, else mark it refused."""
+        why = f"this kernel refuses every program for target {name} ({errno.errorcode.get(code, code)})"
+        walk = WALKS.get(name)
+        if walk and walk[0] in self.targets and walk[0] not in self.refused and (self.bpf_dir / walk[1]).exists():
+            via, object_name, program, _ = walk
+            log.warning("%s; serving it through %s with %s", why, via, object_name)
+            path = self.bpf_dir / object_name
+            self._percpu_flags[name] = next(g for g in read_globals(path) if g.name == "percpu")
+            self.targets[name] = Target(name, path, program, walks=via)
+        else:
+            log.warning("%s; its files give %s", why, errno.errorcode.get(code, code))
+            self.targets[name] = replace(self.targets[name], refused=code)
 
     def _add(self, path: Path) -> None:
         try:
@@ -159,14 +205,27 @@ class Catalog:
         with the global values params give it."""
         if view is None:
             try:
-                return self.targets[name]
+                target = self.targets[name]
             except KeyError:
                 why = "this kernel has no such iterator" if name not in self.kernel else "no program serves it"
                 raise LookupError(f"target {name!r}: {why}") from None
+            return self._walk(target, params) if target.walks and params is not None else target
         found = self._view(name, view)
         initial = schema_of(name, found.globals).initial(dict(params.values)) if params is not None else ()
         return Target(name, found.object_path, found.program, view=view, version=found.version,
                       initial=initial, globals=found.globals)
+
+    def _walk(self, target: Target, params: params_mod.Params) -> Target:
+        """The load that walks the one map params name: its placeholder map is that map."""
+        map_id = dict(params.values)["map_id"]
+        map_type = params_mod.map_type_of(map_id)
+        if map_type is None:
+            raise params_mod.ParamError(f"no BPF map with id {map_id}")
+        # the verifier allows per-CPU lookups in per-CPU maps only: the program is told which at load
+        percpu = self._percpu_flags[target.name]
+        value = bytes([map_type in params_mod.PERCPU_MAP_TYPES])
+        return replace(target, maps=((WALKS[target.name][3], map_id),),
+                       initial=((percpu.section, percpu.offset, value),))
 
     def views(self, name: str) -> dict[str, View]:
         return self.user_objects.views(name) if name in self.targets else {}

@@ -165,22 +165,36 @@ def _targets(args: argparse.Namespace) -> int:
     from .catalog import Catalog
     from .views import SYSTEM_DIR
 
+    # what the log would say of refused targets, the table says
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR, format=LOG_FORMAT)
     objects = args.objects or ([SYSTEM_DIR] if SYSTEM_DIR.is_dir() else [])
     catalog = Catalog(args.bpf_dir, objects=objects)
     rows = [("TARGET", "KERNEL", "PROGRAMS", "PARAMETERS")]
+    notes = []
     for name in sorted(set(catalog.targets) | set(catalog.absent)):
         schema = params.schema_for(name)
         keys = (["all"] if schema.walks_all else []) + [f"{key}=" for key in schema.keys]
         if name in catalog.targets:
             target = catalog.targets[name]
             programs = ["generic" if target.attach else f"bundled {target.program}"]
+            if target.walks:
+                programs[0] += f" through {target.walks}"
             programs += [f"view {view}" for view in sorted(catalog.views(name))]
-            rows.append((name, "yes", ", ".join(programs), " ".join(keys)))
+            code = errno.errorcode.get(catalog.refused.get(name), "?")
+            if target.refused:
+                notes.append(f"{name}: refused by this kernel ({code}): its files give {code}")
+            elif target.walks:
+                notes.append(f"{name}: its own programs are refused by this kernel ({code}): "
+                             f"served through {target.walks}, with the same lines")
+            rows.append((name, "refused" if target.refused else "yes", ", ".join(programs), " ".join(keys)))
         else:
             rows.append((name, "no", f"bundled {catalog.absent[name]}", " ".join(keys)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}".rstrip())
+    if notes:
+        print()
+        print("\n".join(notes))
     return EXIT_OK
 
 

@@ -25,7 +25,7 @@ from typing import Sequence
 import pyfuse3
 import trio
 
-from .iterator import Iterators, NotLoaded, Stream
+from .iterator import Iterators, LoadFailed, NotLoaded, Stream
 from .params import ParamError, as_text as params_text
 from .tree import Kind, Node, Tree
 
@@ -64,6 +64,11 @@ def _errors(method):
             log.debug("%s%r: ENOENT: %s", method.__name__, args[:2], e)
             self.stats.error(errno.ENOENT)
             raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except LoadFailed as e:
+            # logged once, when the load failed or the kernel's refusal was found
+            log.debug("%s%r: %s: %s", method.__name__, args[:2], errno.errorcode.get(e.errno, e.errno), e)
+            self.stats.error(e.errno)
+            raise pyfuse3.FUSEError(e.errno) from None
         except OSError as e:
             code = e.errno or errno.EIO
             log.warning("%s%r: %s: %s", method.__name__, args[:2], errno.errorcode.get(code, code), e)
@@ -267,8 +272,14 @@ class IterFS(pyfuse3.Operations):
             "mountpoint": self._mountpoint,
             "uptime_seconds": round(time.time() - self.stats.started, 1),
             "targets": sorted(self._iterators.catalog.targets),
+            # the kernel refuses every program for these: their files give that errno
+            "refused_targets": {name: f"refused by this kernel ({errno.errorcode.get(t.refused, t.refused)})"
+                                for name, t in sorted(self._iterators.catalog.targets.items()) if t.refused},
+            # targets served through a program of another target, since the kernel refuses their own
+            "served_through": {name: t.walks for name, t in sorted(self._iterators.catalog.targets.items())
+                               if t.walks},
             "loaded_programs": [{"object": str(path), "target": attach, "view_version": version}
-                                for path, attach, version, _ in programs.loaded],
+                                for path, attach, version, *_ in programs.loaded],
             "open_iterators": self._iterators.open_count,
             "opens": self.stats.opens,
             "bytes_served": self.stats.bytes_served,

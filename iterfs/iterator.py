@@ -45,9 +45,22 @@ class NotLoaded(Exception):
     """prog_fd(load=False) of a program that is not loaded yet."""
 
 
-class LoadError(OSError):
-    def __init__(self, message: str):
-        super().__init__(errno.EIO, message)
+class LoadFailed(OSError):
+    """A load that failed, raised again for every open of it: the log said why when it failed."""
+
+
+class Refused(LoadFailed):
+    """The kernel refuses the target's programs (EPERM, EACCES): a state of the kernel, not a bug."""
+
+
+class _Failure:
+    """A failed load, kept: each open raises a new exception, so none grows a traceback per raise."""
+
+    def __init__(self, kind: type[LoadFailed], code: int, message: str):
+        self.kind, self.code, self.message = kind, code, message
+
+    def exception(self) -> LoadFailed:
+        return self.kind(self.code, self.message)
 
 
 class _Loaded:
@@ -65,6 +78,12 @@ class _Loaded:
             finally:
                 os.close(fd)
         try:
+            for name, map_id in target.maps:
+                fd = _libbpf.map_get_fd_by_id(map_id)
+                try:
+                    _libbpf.object_reuse_map(self.obj, name, fd)
+                finally:
+                    os.close(fd)
             if target.attach:
                 _libbpf.object_set_iter_target(self.obj, target.program, target.attach)
             for section, offset, value in target.initial:
@@ -92,8 +111,8 @@ _Key = tuple
 
 def _key(target: Target) -> _Key:
     # one load per object file version, per target the generic program is
-    # attached to, and per set of global values
-    return (target.object_path, target.attach, target.version, target.initial)
+    # attached to, per set of global values and per map a placeholder stands for
+    return (target.object_path, target.attach, target.version, target.initial, target.maps)
 
 
 class Programs:
@@ -103,7 +122,7 @@ class Programs:
         _libbpf.set_log_handler(_log_libbpf)
         self._lock = threading.Lock()
         self._loading: dict[_Key, threading.Lock] = {}
-        self._loaded: dict[_Key, _Loaded | LoadError] = {}
+        self._loaded: dict[_Key, _Loaded | _Failure] = {}
         self._users: dict[_Key, int] = {}  # opens between prog_fd() and done()
         self._idle: OrderedDict[_Key, None] = OrderedDict()  # variants no open is using, oldest first
         self._current: dict[Path, tuple] = {}  # a user object's newest loaded version
@@ -113,6 +132,9 @@ class Programs:
 
         load=False: raise NotLoaded rather than load (a load blocks for milliseconds).
         """
+        if target.refused:
+            raise Refused(target.refused, f"{target.name}: refused by this kernel "
+                                          f"({errno.errorcode.get(target.refused, target.refused)})")
         key = _key(target)
         fd = self._use(target, key)
         if fd is not None:
@@ -131,8 +153,8 @@ class Programs:
                     self._loaded[key] = loaded
                     if target.version is not None:
                         self._current[target.object_path] = target.version
-                    if isinstance(loaded, LoadError) and target.initial:
-                        closing = self._keep_idle(key)  # failures of value sets are bounded too
+                    if isinstance(loaded, _Failure) and (target.initial or target.maps):
+                        closing = self._keep_idle(key)  # failures of value sets and maps are bounded too
                 self._close(closing)
                 if target.version is not None:
                     self._retire(target)
@@ -148,8 +170,8 @@ class Programs:
             loaded = self._loaded.get(key)
             if loaded is None:
                 return None
-            if isinstance(loaded, LoadError):
-                raise loaded
+            if isinstance(loaded, _Failure):
+                raise loaded.exception()
             self._users[key] = self._users.get(key, 0) + 1
             self._idle.pop(key, None)
             return _libbpf.object_program_fd(loaded.obj, target.program)
@@ -163,8 +185,11 @@ class Programs:
             if self._users[key]:
                 return
             del self._users[key]
-            if target.version is not None and self._current.get(target.object_path) != target.version:
-                closing.append(self._loaded.pop(key))  # a replaced object's last open is done with it
+            if (target.version is not None and self._current.get(target.object_path) != target.version) \
+                    or target.maps:
+                # a replaced object's last open is done with it; a load for one map would keep
+                # that map alive after its owner let go of it
+                closing.append(self._loaded.pop(key))
                 self._loading.pop(key, None)
             elif target.initial:
                 closing = self._keep_idle(key)
@@ -187,15 +212,20 @@ class Programs:
                 loaded.close()
 
     @staticmethod
-    def _load(target: Target) -> _Loaded | LoadError:
+    def _load(target: Target) -> _Loaded | _Failure:
         started = time.monotonic()
         try:
             loaded = _Loaded(target)
         except OSError as e:
-            # libbpf has logged the verifier's output just before this line
+            # libbpf has logged the verifier's output just before this line. EPERM is never the
+            # verifier's verdict on a program (that is EACCES or EINVAL): it is the kernel's policy.
+            if e.errno == errno.EPERM:
+                log.error("%s: the kernel refused program %s of %s (EPERM); its files give EPERM",
+                          target.name, target.program, target.object_path)
+                return _Failure(Refused, errno.EPERM, f"{target.object_path.name}: refused by this kernel (EPERM)")
             log.error("%s: program %s of %s failed to load (%s); its files give EIO",
                       target.name, target.program, target.object_path, e.strerror)
-            return LoadError(f"{target.object_path.name} failed to load: {e.strerror}")
+            return _Failure(LoadFailed, errno.EIO, f"{target.object_path.name} failed to load: {e.strerror}")
         log.info("%s: loaded %s in %.1f ms", target.name, target.object_path.name,
                  (time.monotonic() - started) * 1e3)
         return loaded
@@ -408,6 +438,9 @@ class Iterators:
         params_mod.check(target_name, params, schema)
         prog_fd = self.programs.prog_fd(target, load)
         try:
+            if target.walks:  # the program walks what params name itself: its link takes none
+                yield prog_fd, None
+                return
             with params_mod.link_info(target_name, params, schema) as link_info:
                 yield prog_fd, link_info
         finally:

@@ -44,6 +44,7 @@ class Schema:
     """Parameters a target takes. The base schema takes none: only ``all``."""
 
     keys: tuple[str, ...] = ()
+    aliases: Mapping[str, str] = {}  # other spellings of keys: alias -> key
     walks_all = True  # whether the target can walk without parameters (the file `all`)
     maximum = _U32_MAX
 
@@ -143,6 +144,7 @@ class CgroupSchema(Schema):
 # enum bpf_map_type, for messages
 MAP_TYPE_NAMES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru_hash",
                   10: "lru_percpu_hash", 15: "sockmap", 18: "sockhash", 24: "sk_storage"}
+PERCPU_MAP_TYPES = frozenset({5, 6, 10})
 
 
 class MapSchema(Schema):
@@ -155,7 +157,7 @@ class MapSchema(Schema):
         self.map_types = frozenset(map_types)
 
     def check(self, values):
-        map_type = _map_type(values["map_id"])
+        map_type = map_type_of(values["map_id"])
         if map_type is None:
             raise ParamError(f"no BPF map with id {values['map_id']}")
         if map_type not in self.map_types:
@@ -177,24 +179,36 @@ class MapSchema(Schema):
             os.close(fd)
 
     def listing(self):
-        return (f"map_id={map_id}" for map_id in _libbpf.map_ids() if _map_type(map_id) in self.map_types)
+        return (f"map_id={map_id}" for map_id in _libbpf.map_ids() if map_type_of(map_id) in self.map_types)
 
 
 _SIGNED_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)\Z")
 
 
+GLOBAL = "global."
+
+
 class ViewSchema(Schema):
     """A user's view: its target's parameters, and the program's globals (integers, char arrays).
 
+    A global is the key ``global.NAME``; where the target has no parameter
+    NAME, plain ``NAME`` is the key and ``global.NAME`` its alias, so
+    ``pid=1`` is always the target's pid and ``global.pid=1`` always the global.
     A global's value goes into the program before it is loaded, so each set
     of values is a load of its own (iterator.Programs keeps and evicts them).
     """
 
     def __init__(self, base: Schema, globals_: tuple[Global, ...]):
         self.base = base
-        self.globals = {g.name: g for g in globals_ if g.kind in ("int", "chars") and g.name not in base.keys}
+        settable = [g for g in globals_ if g.kind in ("int", "chars")]
+        self.globals = {(GLOBAL + g.name if g.name in base.keys else g.name): g for g in settable}
+        self.aliases = {GLOBAL + g.name: g.name for g in settable if g.name not in base.keys}
         self.keys = base.keys + tuple(self.globals)
         self.walks_all = base.walks_all
+
+    def key_of(self, g: Global) -> str:
+        """How a file name spells global g."""
+        return next(key for key, known in self.globals.items() if known == g)
 
     def parse_value(self, key, text):
         g = self.globals.get(key)
@@ -261,10 +275,13 @@ def parse(target: str, name: str, schema: Schema | None = None) -> Params:
             raise ParamError(f"{target} has no 'all': it takes {', '.join(schema.keys)}")
         return Params(ALL, ())
     values: dict[str, int] = {}
+    given = []  # the pairs as named, aliases as the keys they stand for
     for pair in name.split(","):
         key, sep, text = pair.partition("=")
         if not sep:
             raise ParamError(f"{pair!r} is not key=value")
+        key = schema.aliases.get(key, key)
+        given.append(f"{key}={text}")
         if key not in schema.keys:
             takes = ", ".join(schema.keys) or "no parameters"
             raise ParamError(f"unknown parameter {key!r} ({target} takes {takes})")
@@ -274,7 +291,7 @@ def parse(target: str, name: str, schema: Schema | None = None) -> Params:
     schema.validate(values)
     ordered = tuple((key, values[key]) for key in schema.keys if key in values)
     canonical = ",".join(f"{key}={schema.format_value(key, value)}" for key, value in ordered)
-    if canonical != name:
+    if canonical != ",".join(given):
         raise ParamError(f"{name!r} is spelled {canonical!r}")
     return Params(canonical, ordered)
 
@@ -354,7 +371,7 @@ def cgroup_ids() -> set[int]:
     return ids
 
 
-def _map_type(map_id: int) -> int | None:
+def map_type_of(map_id: int) -> int | None:
     """The map's type, from the kernel's fdinfo of a map fd, or None if there is no such map."""
     try:
         fd = _libbpf.map_get_fd_by_id(map_id)

@@ -1,22 +1,31 @@
-"""Which iterator targets the running kernel has, read from its BTF.
+"""Which iterator targets the running kernel has, read from its BTF, and which it refuses.
 
 Every target registered with DEFINE_BPF_ITER_FUNC() has a context type
 ``struct bpf_iter__<target>`` in the BTF of vmlinux or of the module that
 registers it. Names are found with one regular-expression pass over the BTF
 string sections, then each candidate is confirmed to be a struct by libbpf.
+
+Having a target is not being allowed to use it: hardened, locked-down or
+locally patched kernels refuse every program for some targets (EPERM or
+EACCES before any instruction is verified). The kernel is asked with the
+smallest program there is, one per target.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from pathlib import Path
+from typing import Iterable
 
 from . import _libbpf
 
 log = logging.getLogger(__name__)
 
 BTF_DIR = Path("/sys/kernel/btf")
+# what a policy answers; anything else (EINVAL from an older kernel, say) is not a refusal
+REFUSALS = frozenset({errno.EPERM, errno.EACCES})
 _CANDIDATE = re.compile(rb"\0bpf_iter__([a-z0-9_]+)(?=\0)")
 
 
@@ -60,3 +69,28 @@ def _candidates(path: Path) -> set[str]:
 
 def _confirmed(btf: int, names: set[str]) -> set[str]:
     return {name for name in names if _libbpf.btf_find_struct(btf, f"bpf_iter__{name}")}
+
+
+def refused_targets(names: Iterable[str]) -> dict[str, int]:
+    """The targets of names whose every program the kernel refuses: target -> errno.
+
+    Only vmlinux targets are asked (a module's would need its BTF object fd);
+    a module target the kernel refuses shows when its own program is refused.
+    """
+    refused = {}
+    base = _libbpf.btf_load_vmlinux()
+    try:
+        for name in sorted(names):
+            func = _libbpf.btf_find_func(base, f"bpf_iter_{name}")
+            if func is None:
+                continue
+            try:
+                _libbpf.probe_iter_target(func)
+            except OSError as e:
+                if e.errno in REFUSALS:
+                    refused[name] = e.errno
+                else:
+                    log.debug("%s: the probe program failed to load (%s): not a refusal", name, e.strerror)
+    finally:
+        _libbpf.btf_free(base)
+    return refused

@@ -75,18 +75,32 @@ class Mount:
         subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
 
 
-def start_mount(directory: Path, extra: list[str] = ()) -> Mount:
-    """Mount with the installed `iterfs mount`, which returns once the mount is ready."""
+# iterfs as on a kernel that refuses some targets (refusing_kernel.py says how)
+REFUSING_ITERFS = [sys.executable, str(Path(__file__).with_name("refusing_kernel.py"))]
+
+
+def refusing_env(targets: str = "", loads: str = "") -> dict[str, str]:
+    return {**os.environ, "ITERFS_REFUSE": targets, "ITERFS_REFUSE_LOADS": loads}
+
+
+def start_mount(directory: Path, extra: list[str] = (), command: list[str] | None = None,
+                env: dict[str, str] | None = None) -> Mount:
+    """Mount with the installed `iterfs mount` (or command), which returns once the mount is ready."""
     path = directory / "mnt"
     path.mkdir()
     log = directory / "iterfs.log"
     pid_file = directory / "iterfs.pid"
-    args = [str(ITERFS), "mount", str(path), "--log", str(log), "--pid-file", str(pid_file), *extra]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    args = [*(command or [str(ITERFS)]), "mount", str(path), "--log", str(log), "--pid-file", str(pid_file), *extra]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     if done.returncode != 0:
         tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
         raise AssertionError(f"iterfs mount failed ({done.returncode}): {done.stderr.strip()}\n{tail}")
     return Mount(path, log, int(pid_file.read_text()), args)
+
+
+# as bpf/Makefile names the architecture for bpf_tracing.h
+_ARCH = {"x86_64": "x86", "aarch64": "arm64", "ppc64le": "powerpc", "s390x": "s390",
+         "riscv64": "riscv"}.get(os.uname().machine, os.uname().machine)
 
 
 def compile_bpf(source: str, out: Path) -> None:
@@ -95,8 +109,26 @@ def compile_bpf(source: str, out: Path) -> None:
     with tempfile.TemporaryDirectory() as work:  # not beside out: that may be a watched objects directory
         src = Path(work) / "program.bpf.c"
         src.write_text(source)
-        subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-mcpu=v3", f"-I{root / 'bpf'}", "-c", str(src),
-                        "-o", str(out)], check=True, capture_output=True)
+        subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-mcpu=v3", f"-D__TARGET_ARCH_{_ARCH}", "-Wall",
+                        "-Werror", f"-I{root / 'bpf'}", "-c", str(src), "-o", str(out)], check=True, capture_output=True)
+
+
+# A task_vma program the verifier refuses (EACCES): it reads the task without a NULL check.
+REJECTED_TASK_VMA = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char _license[] SEC("license") = "GPL";
+
+SEC("iter/task_vma")
+int dump_task_vma(struct bpf_iter__task_vma *ctx)
+{
+	struct task_struct *task = ctx->task;
+
+	/* no NULL check on task: the verifier must refuse this */
+	BPF_SEQ_PRINTF(ctx->meta->seq, "%d\n", task->pid);
+	return 0;
+}
+"""
 
 
 def bundled_copy(directory: Path) -> Path:
@@ -204,6 +236,37 @@ def make_map(bpffs: Path, kind: str = "hash", key: int = 4, value: int = 8, entr
     return bpftool_json("map", "show", "pinned", str(pin))["id"]
 
 
+SK_STORAGE = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char _license[] SEC("license") = "GPL";
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} storage SEC(".maps");
+SEC("iter/task") int nothing(struct bpf_iter__task *ctx) { return 0; }
+"""
+
+
+def make_sk_storage_map(bpffs: Path) -> int:
+    """An sk_storage map (it needs BTF, so an object defines it), made by bpftool and pinned; its id."""
+    with tempfile.TemporaryDirectory() as work:
+        compile_bpf(SK_STORAGE, Path(work) / "storage.bpf.o")
+        programs, maps = bpffs / f"p{uuid.uuid4().hex[:8]}", bpffs / f"s{uuid.uuid4().hex[:8]}"
+        subprocess.run(["bpftool", "prog", "loadall", str(Path(work) / "storage.bpf.o"), str(programs),
+                        "pinmaps", str(maps)], check=True, capture_output=True)
+    shutil.rmtree(programs)  # the program goes; the pinned map stays
+    return bpftool_json("map", "show", "pinned", str(maps / "storage"))["id"]
+
+
+def map_pin(bpffs: Path, map_id: int) -> Path:
+    """Where make_map() pinned map map_id."""
+    return next(p for p in bpffs.glob("m*") if not p.name.endswith(".debug")
+                and bpftool_json("map", "show", "pinned", str(p))["id"] == map_id)
+
+
 def bpftool_json(*args: str):
     return json.loads(subprocess.run(["bpftool", "-j", *args], check=True, capture_output=True, text=True).stdout)
 
@@ -238,3 +301,39 @@ def task_file_lines(text: str) -> list[dict]:
 def without_gate_vma(maps: str) -> str:
     """/proc/PID/maps less the [vsyscall] page, which is not a mapping of the process."""
     return "".join(line for line in maps.splitlines(keepends=True) if not line.rstrip().endswith("[vsyscall]"))
+
+
+_refusals: dict[str, int] = {}
+
+
+def kernel_refusal(target: str) -> int:
+    """0 if this kernel loads a program for target that does nothing, else the errno it refuses it with.
+
+    The test's own probe, as a user would try it: the smallest C program, built and loaded by libbpf.
+    """
+    if target not in _refusals:
+        import ctypes
+
+        libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        libbpf.bpf_object__open_file.restype = ctypes.c_void_p
+        libbpf.bpf_object__open_file.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+        libbpf.bpf_object__load.argtypes = [ctypes.c_void_p]
+        libbpf.bpf_object__close.argtypes = [ctypes.c_void_p]
+        with tempfile.TemporaryDirectory() as work:
+            out = Path(work) / "probe.bpf.o"
+            compile_bpf(PROBE.replace("TARGET", target), out)
+            obj = libbpf.bpf_object__open_file(str(out).encode(), None)
+            assert obj, f"libbpf cannot open {out}"
+            try:
+                _refusals[target] = -libbpf.bpf_object__load(obj)
+            finally:
+                libbpf.bpf_object__close(obj)
+    return _refusals[target]
+
+
+PROBE = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char _license[] SEC("license") = "GPL";
+SEC("iter/TARGET") int probe(struct bpf_iter__TARGET *ctx) { return 0; }
+"""

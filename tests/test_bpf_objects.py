@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import socket
 import struct
@@ -11,7 +12,7 @@ import subprocess
 
 import pytest
 
-from helpers import bpftool_json, make_map
+from helpers import bpftool_json, kernel_refusal, make_map, make_sk_storage_map, map_pin
 
 pytestmark = pytest.mark.fuse
 
@@ -73,6 +74,9 @@ def test_bpf_map_elem_matches_bpftool_map_dump(mount, bpffs):
     assert set(mount.read(f"bpf_map_elem/map_id={map_id}").splitlines()) == expected
     assert f"map_id={map_id}" in os.listdir(mount / "bpf_map_elem")
     assert "all" not in os.listdir(mount / "bpf_map_elem")
+    # the same lines either way; which way this kernel takes, the kernel says
+    through = json.loads((mount / ".iterfs/status").read_text())["served_through"]
+    assert through == ({"bpf_map_elem": "bpf_map"} if kernel_refusal("bpf_map_elem") else {})
 
 
 def _hex(data: list[int]) -> str:
@@ -90,9 +94,10 @@ def test_map_targets_refuse_maps_of_another_type(mount, bpffs):
 
 
 def test_sockmap_shows_the_sockets_the_test_put_in(mount, bpffs):
+    """Or, where this kernel refuses every sockmap program, says so with the kernel's errno."""
     libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
     map_id = make_map(bpffs, "sockmap", 4, 8, 4)
-    pin = next(p for p in bpffs.iterdir() if bpftool_json("map", "show", "pinned", str(p))["id"] == map_id)
+    pin = map_pin(bpffs, map_id)
     map_fd = libbpf.bpf_obj_get(str(pin).encode())
     assert map_fd >= 0
     listener = socket.socket()
@@ -102,6 +107,16 @@ def test_sockmap_shows_the_sockets_the_test_put_in(mount, bpffs):
     try:
         key, value = struct.pack("I", 2), struct.pack("Q", client.fileno())
         assert libbpf.bpf_map_update_elem(map_fd, key, value, 0) == 0, os.strerror(ctypes.get_errno())
+        refusal = kernel_refusal("sockmap")
+        if refusal:
+            with pytest.raises(OSError) as info:
+                mount.read(f"sockmap/map_id={map_id}")
+            assert info.value.errno == refusal
+            code = errno.errorcode[refusal]
+            assert mount.read("sockmap/README").startswith(f"sockmap: refused by this kernel ({code}).")
+            assert json.loads((mount / ".iterfs/status").read_text())["refused_targets"]["sockmap"] == \
+                f"refused by this kernel ({code})"
+            return
         lines = mount.read(f"sockmap/map_id={map_id}").splitlines()
         cookie = struct.unpack("Q", client.getsockopt(socket.SOL_SOCKET, 57, 8))[0]  # SO_COOKIE
         assert f"key: 02 00 00 00  ino:{os.fstat(client.fileno()).st_ino} sk:{cookie:x}" in lines
@@ -110,3 +125,27 @@ def test_sockmap_shows_the_sockets_the_test_put_in(mount, bpffs):
         os.close(map_fd)
         client.close()
         listener.close()
+
+
+def test_bpf_sk_storage_map_shows_the_value_the_test_gave_a_socket(mount, bpffs):
+    """Or, where this kernel refuses every bpf_sk_storage_map program, says so with the kernel's errno."""
+    libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    map_id = make_sk_storage_map(bpffs)
+    map_fd = libbpf.bpf_map_get_fd_by_id(map_id)
+    assert map_fd >= 0
+    with socket.socket() as sock:
+        try:
+            # an sk_storage map is keyed by a socket fd from user space
+            key, value = struct.pack("i", sock.fileno()), struct.pack("Q", 0x1122334455667788)
+            assert libbpf.bpf_map_update_elem(map_fd, key, value, 0) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            os.close(map_fd)
+        refusal = kernel_refusal("bpf_sk_storage_map")
+        if refusal:
+            with pytest.raises(OSError) as info:
+                mount.read(f"bpf_sk_storage_map/map_id={map_id}")
+            assert info.value.errno == refusal
+            return
+        cookie = struct.unpack("Q", sock.getsockopt(socket.SOL_SOCKET, 57, 8))[0]  # SO_COOKIE
+        lines = mount.read(f"bpf_sk_storage_map/map_id={map_id}").splitlines()
+        assert lines == [f"ino:{os.fstat(sock.fileno()).st_ino} sk:{cookie:x}  value: 88 77 66 55 44 33 22 11"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import bundled_copy, compile_bpf, start_mount, task_lines
+from helpers import REJECTED_TASK_VMA, bundled_copy, compile_bpf, start_mount, task_lines
 
 pytestmark = pytest.mark.fuse
 
@@ -56,26 +56,9 @@ def test_files_cannot_be_opened_for_writing(mount):
         assert info.value.errno == errno.EROFS
 
 
-BROKEN = r"""
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-char _license[] SEC("license") = "GPL";
-
-SEC("iter/task_vma")
-int dump_task_vma(struct bpf_iter__task_vma *ctx)
-{
-	struct task_struct *task = ctx->task;
-
-	/* no NULL check on task: the verifier must refuse this */
-	BPF_SEQ_PRINTF(ctx->meta->seq, "%d\n", task->pid);
-	return 0;
-}
-"""
-
-
 def test_a_rejected_program_gives_eio_and_the_others_still_read(tmp_path, fuse_host):
     programs = bundled_copy(tmp_path)
-    compile_bpf(BROKEN, programs / "task_vma.bpf.o")
+    compile_bpf(REJECTED_TASK_VMA, programs / "task_vma.bpf.o")
     mnt = start_mount(tmp_path, ["--bpf-dir", str(programs)])
     try:
         assert "task_vma" in os.listdir(mnt.path)

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from helpers import iter_links, settled, start_mount
+from helpers import (REFUSING_ITERFS, REJECTED_TASK_VMA, bundled_copy, compile_bpf, iter_links, make_map, refusing_env, settled,
+                     start_mount)
 
 pytestmark = pytest.mark.fuse
 
@@ -71,3 +72,43 @@ def _program_ids(pid: int) -> list[int]:
 
 def _prog_exists(prog_id: int) -> bool:
     return subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode == 0
+
+
+def _rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _growth_kb(mnt, path, opens: int = 3000) -> int:
+    """How much the daemon's RSS grows over opens of path, after as many to warm up."""
+    def cycle():
+        try:
+            with open(path, "rb") as f:
+                f.read()
+        except OSError:
+            pass
+    for _ in range(opens):
+        cycle()
+    before = _rss_kb(mnt.pid)
+    for _ in range(opens):
+        cycle()
+    return _rss_kb(mnt.pid) - before
+
+
+def test_thousands_of_opens_keep_the_daemon_flat(tmp_path, fuse_host, bpffs):
+    """Good opens, opens of a program that failed to load, of a target the kernel refuses."""
+    programs = bundled_copy(tmp_path)
+    compile_bpf(REJECTED_TASK_VMA, programs / "task_vma.bpf.o")
+    mnt = start_mount(tmp_path, ["--bpf-dir", str(programs)], command=REFUSING_ITERFS,
+                      env=refusing_env("sockmap"))
+    try:
+        sockmap = make_map(bpffs, "sockmap", 4, 8, 4)
+        for name in (f"task_file/pid={os.getpid()}", "task_vma/all", f"sockmap/map_id={sockmap}"):
+            grown = _growth_kb(mnt, mnt / name)
+            assert grown < 1024, f"{name}: the daemon grew by {grown} KB over 3000 opens"
+        log = mnt.log.read_text()
+        assert log.count("its files give EIO") == 1  # one load, one line, however many opens
+    finally:
+        mnt.stop()

@@ -195,3 +195,61 @@ def test_concurrent_lookups_of_one_name_share_a_node(child):
     for t in threads:
         t.join()
     assert len({id(n) for n in found}) == 1
+
+
+# a kernel that refuses: loads made to fail with EPERM, as such a kernel fails them
+
+
+@pytest.mark.bpf
+def test_a_refused_load_is_raised_fresh_on_every_use_and_tried_once(monkeypatch):
+    import errno
+
+    from iterfs import _libbpf
+    from iterfs.iterator import Programs, Refused
+
+    loads = []
+
+    def refuse(obj):
+        loads.append(obj)
+        raise _libbpf.LibbpfError(errno.EPERM, "bpf_object__load: Operation not permitted")
+
+    monkeypatch.setattr(_libbpf, "object_load", refuse)
+    target = Catalog().targets["task"]
+    programs = Programs()
+    try:
+        raised = []
+        for _ in range(3):
+            with pytest.raises(Refused) as info:
+                programs.prog_fd(target)
+            raised.append(info.value)
+        assert len(loads) == 1 and all(e.errno == errno.EPERM for e in raised)
+        assert len({id(e) for e in raised}) == 3  # a kept exception would grow a traceback per raise
+        assert programs.loaded == []
+    finally:
+        programs.close()
+
+
+@pytest.mark.bpf
+def test_targets_the_probe_is_refused_for_are_marked_or_walked(monkeypatch):
+    import errno
+
+    from iterfs import _libbpf, targets
+
+    refused = {_libbpf.btf_find_func(base, f"bpf_iter_{name}"): name
+               for base in [_libbpf.btf_load_vmlinux()] for name in ("sockmap", "bpf_map_elem")}
+    real = _libbpf.probe_iter_target
+
+    def probe(btf_id):
+        if btf_id in refused:
+            raise _libbpf.LibbpfError(errno.EACCES, "bpf_prog_load: Permission denied")
+        real(btf_id)
+
+    monkeypatch.setattr(_libbpf, "probe_iter_target", probe)
+    assert targets.refused_targets({"sockmap", "bpf_map_elem", "task"}) == \
+        {"sockmap": errno.EACCES, "bpf_map_elem": errno.EACCES}
+    catalog = Catalog()
+    assert catalog.targets["sockmap"].refused == errno.EACCES
+    assert catalog.targets["sockmap"].readme.startswith("sockmap: refused by this kernel (EACCES).")
+    walk = catalog.targets["bpf_map_elem"]
+    assert walk.refused is None and walk.walks == "bpf_map" and walk.object_path.name == "bpf_map_elem_walk.bpf.o"
+    assert catalog.targets["task"].refused is None

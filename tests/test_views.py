@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -270,3 +271,99 @@ def test_an_object_that_is_a_symlink_is_refused(tmp_path, objects, view_mount, c
     (objects / "two.bpf.o").symlink_to(tmp_path / "elsewhere.bpf.o")
     assert "tagged_tasks" not in os.listdir(view_mount / "task")
     assert "two.bpf.o: not a regular file (symlinks are not followed)" in view_mount.log.read_text()
+
+
+# The kernel's own selftest program (tools/testing/selftests/bpf/progs/bpf_iter_task_vma.c),
+# on vmlinux.h instead of bpf_iter.h, and with a cast for the const f_path of newer kernels: it
+# filters on a global named like the target's parameter.
+PROC_MAPS = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+char _license[] SEC("license") = "GPL";
+
+/* Copied from mm.h */
+#define VM_READ		0x00000001
+#define VM_WRITE	0x00000002
+#define VM_EXEC		0x00000004
+#define VM_MAYSHARE	0x00000080
+
+/* Copied from kdev_t.h */
+#define MINORBITS	20
+#define MINORMASK	((1U << MINORBITS) - 1)
+#define MAJOR(dev)	((unsigned int) ((dev) >> MINORBITS))
+#define MINOR(dev)	((unsigned int) ((dev) & MINORMASK))
+
+#define D_PATH_BUF_SIZE 1024
+char d_path_buf[D_PATH_BUF_SIZE] = {};
+__u32 pid = 0;
+__u32 one_task = 0;
+__u32 one_task_error = 0;
+
+SEC("iter/task_vma") int proc_maps(struct bpf_iter__task_vma *ctx)
+{
+	struct vm_area_struct *vma = ctx->vma;
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct file *file;
+	char perm_str[] = "----";
+
+	if (task == (void *)0 || vma == (void *)0)
+		return 0;
+
+	file = vma->vm_file;
+	if (task->tgid != (pid_t)pid) {
+		if (one_task)
+			one_task_error = 1;
+		return 0;
+	}
+	perm_str[0] = (vma->vm_flags & VM_READ) ? 'r' : '-';
+	perm_str[1] = (vma->vm_flags & VM_WRITE) ? 'w' : '-';
+	perm_str[2] = (vma->vm_flags & VM_EXEC) ? 'x' : '-';
+	perm_str[3] = (vma->vm_flags & VM_MAYSHARE) ? 's' : 'p';
+	BPF_SEQ_PRINTF(seq, "%08llx-%08llx %s ", vma->vm_start, vma->vm_end, perm_str);
+
+	if (file) {
+		__u32 dev = file->f_inode->i_sb->s_dev;
+
+		bpf_d_path((struct path *)&file->f_path, d_path_buf, D_PATH_BUF_SIZE);
+
+		BPF_SEQ_PRINTF(seq, "%08llx ", vma->vm_pgoff << 12);
+		BPF_SEQ_PRINTF(seq, "%02x:%02x %u", MAJOR(dev), MINOR(dev),
+			       file->f_inode->i_ino);
+		BPF_SEQ_PRINTF(seq, "\t%s\n", d_path_buf);
+	} else {
+		BPF_SEQ_PRINTF(seq, "%08llx 00:00 0\n", 0ULL);
+	}
+	return 0;
+}
+"""
+
+
+def test_a_global_named_like_a_parameter_is_global_dot_name(tmp_path, objects, view_mount, child):
+    build(PROC_MAPS, objects / "bpf_iter_task_vma.bpf.o")
+    view = view_mount / "task_vma" / "proc_maps"
+    maps = [line.split()[0] for line in Path(f"/proc/{child.pid}/maps").read_text().splitlines()
+            if not line.endswith("[vsyscall]")]
+    ranges = lambda text: [line.split()[0].lstrip("0") for line in text.splitlines()]
+    expected = [r.lstrip("0") for r in maps]
+    # pid= is the target's (link_info.task.pid); global.pid= the program's own filter
+    assert ranges((view / f"pid={child.pid},global.pid={child.pid}").read_text()) == expected
+    assert ranges((view / f"global.pid={child.pid}").read_text()) == expected  # every task walked, one shown
+    assert (view / f"pid={child.pid}").read_text() == ""  # the global is 0: the program shows nothing
+    readme = (view / "README").read_text()
+    assert re.search(r"\bpid +__u32 +\.bss, the parameter global\.pid=", readme), readme
+    assert re.search(r"\bone_task +__u32 +\.bss, the parameter one_task=", readme), readme
+    attrs = os.listxattr(view / f"pid={child.pid},global.pid=1")
+    assert "user.iterfs.global.pid" in attrs and "user.iterfs.pid" in attrs
+    with pytest.raises(OSError) as info:  # keys in the README's order: the target's, then the globals
+        (view / f"global.pid={child.pid},pid={child.pid}").read_bytes()
+    assert info.value.errno == errno.ENOENT
+
+
+def test_any_global_may_be_named_global_dot_name(tmp_path, objects, view_mount, child):
+    build(SEED, objects / "seed.bpf.o")
+    view = view_mount / "task_file" / "dump_task_file"
+    plain = (view / f"target_pid={child.pid}").read_text()
+    assert seed_lines(plain) and (view / f"global.target_pid={child.pid}").read_text() == plain
+    assert f"global.target_pid={child.pid}" not in os.listdir(view)  # one name in ls per set of values

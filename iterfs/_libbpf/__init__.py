@@ -7,6 +7,7 @@ errno libbpf reported. Nothing above this package touches ctypes.
 from ._binding import (
     BPF_TRACE_ITER,
     LibbpfError,
+    btf_find_func,
     btf_find_struct,
     btf_free,
     btf_load_vmlinux,
@@ -21,14 +22,17 @@ from ._binding import (
     object_load,
     object_open,
     object_program_fd,
+    object_reuse_map,
     object_set_initial,
     object_set_iter_target,
+    probe_iter_target,
     set_log_handler,
 )
 
 __all__ = [
     "BPF_TRACE_ITER",
     "LibbpfError",
+    "btf_find_func",
     "btf_find_struct",
     "btf_free",
     "btf_load_vmlinux",
@@ -43,7 +47,9 @@ __all__ = [
     "object_load",
     "object_open",
     "object_program_fd",
+    "object_reuse_map",
     "object_set_initial",
     "object_set_iter_target",
+    "probe_iter_target",
     "set_log_handler",
 ]

@@ -13,7 +13,12 @@ import threading
 from typing import Callable
 
 BPF_TRACE_ITER = 28  # enum bpf_attach_type, include/uapi/linux/bpf.h
+BPF_PROG_TYPE_TRACING = 26  # enum bpf_prog_type
 BTF_KIND_STRUCT = 4
+BTF_KIND_FUNC = 12
+# "r0 = 0; exit": the smallest program, which libbpf's own feature probes load too
+# (libbpf_probe_bpf_prog_type()); struct bpf_insn is {u8 code, u8 regs, s16 off, s32 imm}
+_RETURN_ZERO = bytes.fromhex("b700000000000000" "9500000000000000")
 
 # enum libbpf_print_level
 _LEVELS = {0: "warning", 1: "info", 2: "debug"}
@@ -34,6 +39,22 @@ class _LinkCreateOpts(ctypes.Structure):
     ]
 
 
+class _ProgLoadOpts(ctypes.Structure):
+    # struct bpf_prog_load_opts up to attach_btf_obj_fd; libbpf reads only `sz` bytes
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("attempts", ctypes.c_int),
+        ("expected_attach_type", ctypes.c_int),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("kern_version", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32),
+    ]
+
+
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 # name: (argtypes, restype, convention)
@@ -43,6 +64,13 @@ _SIGNATURES = {
     "bpf_object__close": ([ctypes.c_void_p], None, None),
     "bpf_object__find_program_by_name": ([ctypes.c_void_p, ctypes.c_char_p], ctypes.c_void_p, "ptr"),
     "bpf_object__find_map_by_name": ([ctypes.c_void_p, ctypes.c_char_p], ctypes.c_void_p, "ptr"),
+    "bpf_map__reuse_fd": ([ctypes.c_void_p, ctypes.c_int], ctypes.c_int, "int"),
+    "bpf_prog_load": (
+        [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
+         ctypes.POINTER(_ProgLoadOpts)],
+        ctypes.c_int,
+        "int",
+    ),
     "bpf_map__initial_value": ([ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)], ctypes.c_void_p, "ptr"),
     "bpf_program__fd": ([ctypes.c_void_p], ctypes.c_int, "int"),
     "bpf_program__set_attach_target": ([ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p], ctypes.c_int, "int"),
@@ -157,6 +185,22 @@ def object_set_initial(obj: int, section: str, offset: int, value: bytes) -> Non
     ctypes.memmove(data + offset, value, len(value))
 
 
+def object_reuse_map(obj: int, name: str, fd: int) -> None:
+    """Make the object's map called name stand for the existing map fd (libbpf dups fd) at load."""
+    bpf_map = _load().bpf_object__find_map_by_name(obj, name.encode())
+    _load().bpf_map__reuse_fd(bpf_map, fd)
+
+
+def probe_iter_target(attach_btf_id: int) -> None:
+    """Load, then close, a program that returns 0 for the iterator target whose
+    bpf_iter_<target> function has vmlinux BTF id attach_btf_id; OSError if the kernel refuses it."""
+    opts = _ProgLoadOpts(sz=ctypes.sizeof(_ProgLoadOpts), expected_attach_type=BPF_TRACE_ITER,
+                         attach_btf_id=attach_btf_id)
+    fd = _load().bpf_prog_load(BPF_PROG_TYPE_TRACING, b"iterfs_probe", b"GPL", _RETURN_ZERO,
+                               len(_RETURN_ZERO) // 8, ctypes.byref(opts))
+    os.close(fd)
+
+
 def object_program_fd(obj: int, program: str) -> int:
     prog = _load().bpf_object__find_program_by_name(obj, program.encode())
     return _load().bpf_program__fd(prog)
@@ -208,11 +252,19 @@ def btf_parse_split(path: str, base: int) -> int:
 
 
 def btf_find_struct(btf: int, name: str) -> bool:
+    return btf_find(btf, name, BTF_KIND_STRUCT) is not None
+
+
+def btf_find_func(btf: int, name: str) -> int | None:
+    """The BTF id of function name, or None."""
+    return btf_find(btf, name, BTF_KIND_FUNC)
+
+
+def btf_find(btf: int, name: str, kind: int) -> int | None:
     try:
-        _load().btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT)
+        return _load().btf__find_by_name_kind(btf, name.encode(), kind)
     except LibbpfError:
-        return False
-    return True
+        return None
 
 
 def btf_free(btf: int) -> None:
