@@ -219,6 +219,10 @@ def _status(args: argparse.Namespace) -> int:
           f"bytes served: {state['bytes_served']}")
     errors = ", ".join(f"{name} {count}" for name, count in sorted(state["errors"].items())) or "none"
     print(f"errors: {errors}")
+    for name, why in sorted(state.get("refused_targets", {}).items()):
+        print(f"{name}: {why}")
+    for name, via in sorted(state.get("served_through", {}).items()):
+        print(f"{name}: served through {via}, since this kernel refuses its own programs")
     print(f"loaded programs: {len(state['loaded_programs'])}")
     for program in state["loaded_programs"]:
         print(f"  {program['object']}" + (f" (attached to {program['target']})" if program["target"] else ""))

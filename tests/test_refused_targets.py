@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from helpers import (REFUSING_ITERFS, bpftool_json, make_map, make_sk_storage_map, map_pin, refusing_env, settled,
+from helpers import (ITERFS, REFUSING_ITERFS, bpftool_json, make_map, make_sk_storage_map, map_pin, refusing_env, settled,
                      start_mount, task_lines)
 
 pytestmark = pytest.mark.fuse
@@ -60,6 +60,9 @@ def test_refused_targets_are_listed_and_give_the_kernels_errno_said_once(refusin
     assert status["refused_targets"] == {"sockmap": "refused by this kernel (EPERM)",
                                          "bpf_sk_storage_map": "refused by this kernel (EPERM)"}
     assert status["errors"]["EPERM"] >= 10
+    done = subprocess.run([str(ITERFS), "status", str(refusing.path)], capture_output=True, text=True, timeout=60)
+    assert "sockmap: refused by this kernel (EPERM)" in done.stdout.splitlines(), done.stdout
+    assert "bpf_map_elem: served through bpf_map, since this kernel refuses its own programs" in done.stdout
     # a map of the wrong type, or none, is still ENOENT: names are checked before the kernel is asked
     assert _errno_of(refusing / "sockmap/map_id=4294967295") == errno.ENOENT
 
