@@ -6,7 +6,7 @@
  * (bpf_map__reuse_fd()), so one load serves one map; the program walks it
  * with bpf_for_each_map_elem() once, at the first map the bpf_map iterator
  * visits. The whole dump is then one object's output, and must fit in the
- * iterator's read buffer (else E2BIG). Columns: iterfs/readmes/bpf_map_elem.
+ * iterator's read buffer of 8 pages (else E2BIG). Columns: iterfs/readmes/bpf_map_elem.
  */
 #include "hex.bpf.h"
 
@@ -65,8 +65,11 @@ static long print_elem(struct bpf_map *map, const void *key, void *value, struct
 		BPF_SEQ_PRINTF(w->seq, "  value: ");
 		seq_write_hex(w->seq, w->buf, value, w->value_size);
 	}
-	BPF_SEQ_PRINTF(w->seq, "\n");
-	return 0;
+	/*
+	 * Once the read buffer is full every write fails (-EOVERFLOW) and the
+	 * read gives E2BIG: stop, rather than print the rest of a large map to no one.
+	 */
+	return BPF_SEQ_PRINTF(w->seq, "\n") ? 1 : 0;
 }
 
 SEC("iter/bpf_map")

@@ -18,11 +18,12 @@ import errno
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from . import params as params_mod
-from .btf import read_globals
+from .btf import Global, read_globals
 from .objects import ObjectError, read_object
-from .targets import kernel_targets, refused_targets
+from .targets import NoPrivilege, kernel_targets, refused_targets
 from .views import UserObjects, View, ViewsError
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,18 @@ BUNDLED_DIR = Path(__file__).parent / "bpf"
 READMES_DIR = Path(__file__).parent / "readmes"
 # the section target of bpf/generic.bpf.c: a placeholder, not a kernel target
 GENERIC = "generic"
-# A refused target -> (the target that serves it instead, its object, its program, the map
-# the object's placeholder stands for). Not scanned as programs of the target they attach to.
-WALKS = {"bpf_map_elem": ("bpf_map", "bpf_map_elem_walk.bpf.o", "dump_bpf_map_elem", "elems")}
+
+
+class Walk(NamedTuple):
+    """How a refused target's lines are made by a program of another target."""
+
+    via: str  # the target the program is for
+    object_name: str  # in the programs directory; not scanned as a program of `via`
+    program: str
+    placeholder: str  # the object's map that stands for the map named by map_id=
+
+
+WALKS = {"bpf_map_elem": Walk("bpf_map", "bpf_map_elem_walk.bpf.o", "dump_bpf_map_elem", "elems")}
 
 _GENERIC_README = """{target}: one line per object, walked when the file is opened.
 
@@ -130,7 +140,11 @@ class Catalog:
                  objects: list[Path] | None = None):
         self.bpf_dir = Path(bpf_dir)
         self.kernel = kernel_targets() if kernel is None else kernel
-        self.refused = refused_targets(self.kernel)  # target -> errno
+        self.cannot_load: str | None = None  # why this process may load no program, if it may not
+        try:
+            self.refused = refused_targets(self.kernel)  # target -> errno
+        except NoPrivilege as e:
+            self.refused, self.cannot_load = {}, e.strerror
         try:
             self.user_objects = UserObjects(list(objects or []), self.kernel)
         except ViewsError as e:
@@ -138,11 +152,11 @@ class Catalog:
         self.targets: dict[str, Target] = {}
         self.absent: dict[str, str] = {}  # bundled programs whose target this kernel lacks: target -> program
         self._generic: tuple[Path, str] | None = None
-        self._percpu_flags: dict = {}  # a target served by a walk -> its program's `percpu` global
+        self._percpu_flags: dict[str, Global] = {}  # a target served by a walk -> its program's `percpu`
         objects = sorted(self.bpf_dir.glob("*.bpf.o"))
         if not objects:
             raise CatalogError(f"no BPF objects in {self.bpf_dir}: build them with 'make'")
-        walk_objects = {walk[1] for walk in WALKS.values()}
+        walk_objects = {walk.object_name for walk in WALKS.values()}
         for path in objects:
             if path.name not in walk_objects:
                 self._add(path)
@@ -159,15 +173,23 @@ class Catalog:
         """Serve a refused target through another target where one can, else mark it refused."""
         why = f"this kernel refuses every program for target {name} ({errno.errorcode.get(code, code)})"
         walk = WALKS.get(name)
-        if walk and walk[0] in self.targets and walk[0] not in self.refused and (self.bpf_dir / walk[1]).exists():
-            via, object_name, program, _ = walk
-            log.warning("%s; serving it through %s with %s", why, via, object_name)
-            path = self.bpf_dir / object_name
-            self._percpu_flags[name] = next(g for g in read_globals(path) if g.name == "percpu")
-            self.targets[name] = Target(name, path, program, walks=via)
+        percpu = self._walk_flag(walk) if walk and walk.via in self.targets and walk.via not in self.refused \
+            else None
+        if percpu:
+            log.warning("%s; serving it through %s with %s", why, walk.via, walk.object_name)
+            self._percpu_flags[name] = percpu
+            self.targets[name] = Target(name, self.bpf_dir / walk.object_name, walk.program, walks=walk.via)
         else:
             log.warning("%s; its files give %s", why, errno.errorcode.get(code, code))
             self.targets[name] = replace(self.targets[name], refused=code)
+
+    def _walk_flag(self, walk: Walk) -> Global | None:
+        """The walk program's `percpu` global, or None if its object is missing or not the one we built."""
+        try:
+            return next(g for g in read_globals(self.bpf_dir / walk.object_name) if g.name == "percpu")
+        except (ObjectError, StopIteration) as e:
+            log.error("%s: cannot serve through %s: %s", walk.object_name, walk.via, e or "no global percpu")
+            return None
 
     def _add(self, path: Path) -> None:
         try:
@@ -212,8 +234,9 @@ class Catalog:
             return self._walk(target, params) if target.walks and params is not None else target
         found = self._view(name, view)
         initial = schema_of(name, found.globals).initial(dict(params.values)) if params is not None else ()
+        # a view's program is refused as the target's own is: its files say so without a load
         return Target(name, found.object_path, found.program, view=view, version=found.version,
-                      initial=initial, globals=found.globals)
+                      initial=initial, globals=found.globals, refused=self.refused.get(name))
 
     def _walk(self, target: Target, params: params_mod.Params) -> Target:
         """The load that walks the one map params name: its placeholder map is that map."""
@@ -224,7 +247,7 @@ class Catalog:
         # the verifier allows per-CPU lookups in per-CPU maps only: the program is told which at load
         percpu = self._percpu_flags[target.name]
         value = bytes([map_type in params_mod.PERCPU_MAP_TYPES])
-        return replace(target, maps=((WALKS[target.name][3], map_id),),
+        return replace(target, maps=((WALKS[target.name].placeholder, map_id),),
                        initial=((percpu.section, percpu.offset, value),))
 
     def views(self, name: str) -> dict[str, View]:

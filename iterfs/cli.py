@@ -192,6 +192,8 @@ def _targets(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}".rstrip())
+    if catalog.cannot_load:
+        notes.append(f"Which targets this kernel refuses is not known: {catalog.cannot_load}.")
     if notes:
         print()
         print("\n".join(notes))

@@ -121,7 +121,9 @@ class Programs:
     def __init__(self) -> None:
         _libbpf.set_log_handler(_log_libbpf)
         self._lock = threading.Lock()
-        self._loading: dict[_Key, threading.Lock] = {}
+        # per key being loaded: its lock, and how many opens hold or wait for it; the entry
+        # goes with the last of them, so every load of a key takes the same lock
+        self._loading: dict[_Key, list] = {}
         self._loaded: dict[_Key, _Loaded | _Failure] = {}
         self._users: dict[_Key, int] = {}  # opens between prog_fd() and done()
         self._idle: OrderedDict[_Key, None] = OrderedDict()  # variants no open is using, oldest first
@@ -142,26 +144,41 @@ class Programs:
         if not load:
             raise NotLoaded(target.name)
         with self._lock:
-            loading = self._loading.setdefault(key, threading.Lock())
-        with loading:  # one load per key, however many first opens race
+            loading = self._loading.setdefault(key, [threading.Lock(), 0])
+            loading[1] += 1
+        try:
+            with loading[0]:  # one load per key, however many first opens race
+                fd = self._load_once(target, key)
+        finally:
             with self._lock:
-                present = key in self._loaded
-            if not present:
-                loaded = self._load(target)
-                closing = []
-                with self._lock:
-                    self._loaded[key] = loaded
-                    if target.version is not None:
-                        self._current[target.object_path] = target.version
-                    if isinstance(loaded, _Failure) and (target.initial or target.maps):
-                        closing = self._keep_idle(key)  # failures of value sets and maps are bounded too
-                self._close(closing)
-                if target.version is not None:
-                    self._retire(target)
-            fd = self._use(target, key)
+                loading[1] -= 1
+                if not loading[1]:
+                    del self._loading[key]
         if fd is None:  # evicted while idle between our load and our use: load again
             return self.prog_fd(target, load)
         return fd
+
+    def _load_once(self, target: Target, key: _Key) -> int | None:
+        """Load unless an open that held the key's lock before us did; then use the load. Under its lock."""
+        with self._lock:
+            present = key in self._loaded
+        if not present:
+            loaded = self._load(target)
+            if isinstance(loaded, _Failure) and target.maps and loaded.kind is not Refused:
+                # a load for one map is made per open anyway: a failure (ENOMEM, a map gone)
+                # is that open's, not the map's for good
+                raise loaded.exception()
+            closing = []
+            with self._lock:
+                self._loaded[key] = loaded
+                if target.version is not None:
+                    self._current[target.object_path] = target.version
+                if isinstance(loaded, _Failure) and (target.initial or target.maps):
+                    closing = self._keep_idle(key)  # failures of value sets and maps are bounded too
+            self._close(closing)
+            if target.version is not None:
+                self._retire(target)
+        return self._use(target, key)
 
     def _use(self, target: Target, key: _Key) -> int | None:
         # one critical section from finding the load to counting its user: nothing
@@ -190,7 +207,6 @@ class Programs:
                 # a replaced object's last open is done with it; a load for one map would keep
                 # that map alive after its owner let go of it
                 closing.append(self._loaded.pop(key))
-                self._loading.pop(key, None)
             elif target.initial:
                 closing = self._keep_idle(key)
         self._close(closing)
@@ -202,7 +218,6 @@ class Programs:
         while len(self._idle) > MAX_IDLE_VARIANTS:
             oldest, _ = self._idle.popitem(last=False)
             closing.append(self._loaded.pop(oldest))
-            self._loading.pop(oldest, None)
         return closing
 
     @staticmethod
@@ -242,7 +257,6 @@ class Programs:
                      and key not in self._users]
             closing = [self._loaded.pop(key) for key in stale]
             for key in stale:
-                self._loading.pop(key, None)
                 self._idle.pop(key, None)
         self._close(closing)
         if stale:
@@ -264,8 +278,9 @@ class Programs:
 class Iterator:
     """One walk of the kernel's current state: its own link and iterator fd."""
 
-    def __init__(self, target: str, prog_fd: int, link_info: bytes | None):
+    def __init__(self, target: str, prog_fd: int, link_info: bytes | None, walked_by: str | None = None):
         self.target = target
+        self.walked_by = walked_by  # the target whose program makes this one's lines in one go
         self.produced = 0
         self.link_fd = _libbpf.link_create(prog_fd, link_info)
         try:
@@ -279,6 +294,7 @@ class Iterator:
         """A walk of an iterator link pinned in bpffs: open(2) on the pin makes one."""
         iterator = cls.__new__(cls)
         iterator.target = target
+        iterator.walked_by = None
         iterator.produced = 0
         iterator.link_fd = -1  # the pin holds the link
         iterator.iter_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -302,6 +318,10 @@ class Iterator:
             # kernel/bpf/cgroup_iter.c: cgroup_mutex is held for one read() only
             return OSError(e.errno, f"{self.target}: the kernel cannot continue this walk after "
                                     f"{self.produced} bytes (one read buffer); narrow it with id= and order=")
+        if e.errno == errno.E2BIG and self.walked_by:
+            return OSError(e.errno, f"{self.target}: its lines are larger than the kernel's read buffer "
+                                    f"({KERNEL_READ} bytes): this kernel refuses {self.target} programs, and "
+                                    f"the {self.walked_by} program that makes them instead makes them in one go")
         if e.errno == errno.E2BIG:
             return OSError(e.errno, f"{self.target}: one object's output is larger than the kernel's "
                                     f"read buffer ({KERNEL_READ} bytes)")
@@ -432,17 +452,17 @@ class Iterators:
 
     @contextlib.contextmanager
     def _link_parts(self, target_name: str, params: params_mod.Params, view: str | None, load: bool):
-        """(prog_fd, link_info) for a link of target, view and params, valid inside the block."""
+        """(prog_fd, link_info, target) for a link of target, view and params, valid inside the block."""
         target = self.catalog.get(target_name, view, params)
         schema = target_schema(target)
         params_mod.check(target_name, params, schema)
         prog_fd = self.programs.prog_fd(target, load)
         try:
             if target.walks:  # the program walks what params name itself: its link takes none
-                yield prog_fd, None
+                yield prog_fd, None, target
                 return
             with params_mod.link_info(target_name, params, schema) as link_info:
-                yield prog_fd, link_info
+                yield prog_fd, link_info, target
         finally:
             self.programs.done(target)
 
@@ -450,8 +470,8 @@ class Iterators:
              load: bool = True) -> Iterator:
         """A new walk. Loads the target's program on first use, which blocks;
         load=False raises NotLoaded instead, for callers that must not block."""
-        with self._link_parts(target_name, params, view, load) as (prog_fd, link_info):
-            iterator = Iterator(target_name, prog_fd, link_info)
+        with self._link_parts(target_name, params, view, load) as (prog_fd, link_info, target):
+            iterator = Iterator(target_name, prog_fd, link_info, target.walks)
         with self._lock:
             self._open.add(iterator)
         return iterator
@@ -467,7 +487,7 @@ class Iterators:
 
     def pin(self, target_name: str, params: params_mod.Params, path: str) -> None:
         """Pin a link for target and params at path in bpffs; it outlives this process."""
-        with self._link_parts(target_name, params, None, True) as (prog_fd, link_info):
+        with self._link_parts(target_name, params, None, True) as (prog_fd, link_info, _):
             link_fd = _libbpf.link_create(prog_fd, link_info)
         try:
             _libbpf.obj_pin(link_fd, path)

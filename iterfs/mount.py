@@ -157,6 +157,8 @@ def serve(opts: Options, ready: Callable[[], None]) -> None:
         catalog = Catalog(opts.bpf_dir, objects=objects)
     except Exception as e:
         raise MountError(str(e)) from None
+    if catalog.cannot_load:
+        raise MountError(catalog.cannot_load)
     log.info("serving %s from %s", ", ".join(sorted(catalog.targets)), catalog.bpf_dir)
     iterators = Iterators(catalog)
     operations = IterFS(Tree(catalog, Mirror([str(p) for p in opts.bpffs])), iterators, str(opts.mountpoint))

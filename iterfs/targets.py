@@ -33,6 +33,10 @@ class NoBTFError(RuntimeError):
     pass
 
 
+class NoPrivilege(PermissionError):
+    """The kernel refuses every program to this process: a missing capability, not a policy."""
+
+
 def kernel_targets(btf_dir: Path = BTF_DIR) -> frozenset[str]:
     vmlinux = btf_dir / "vmlinux"
     if not vmlinux.exists():
@@ -77,13 +81,14 @@ def refused_targets(names: Iterable[str]) -> dict[str, int]:
     Only vmlinux targets are asked (a module's would need its BTF object fd);
     a module target the kernel refuses shows when its own program is refused.
     """
-    refused = {}
+    refused, asked = {}, 0
     base = _libbpf.btf_load_vmlinux()
     try:
         for name in sorted(names):
             func = _libbpf.btf_find_func(base, f"bpf_iter_{name}")
             if func is None:
                 continue
+            asked += 1
             try:
                 _libbpf.probe_iter_target(func)
             except OSError as e:
@@ -93,4 +98,9 @@ def refused_targets(names: Iterable[str]) -> dict[str, int]:
                     log.debug("%s: the probe program failed to load (%s): not a refusal", name, e.strerror)
     finally:
         _libbpf.btf_free(base)
+    if asked and len(refused) == asked:
+        # no kernel policy refuses everything: this process may not load programs at all
+        code = next(iter(refused.values()))
+        raise NoPrivilege(code, "this process may load no BPF iterator program: that needs CAP_BPF and "
+                                "CAP_PERFMON (or CAP_SYS_ADMIN), as root has")
     return refused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -325,9 +326,12 @@ def kernel_refusal(target: str) -> int:
             obj = libbpf.bpf_object__open_file(str(out).encode(), None)
             assert obj, f"libbpf cannot open {out}"
             try:
-                _refusals[target] = -libbpf.bpf_object__load(obj)
+                code = -libbpf.bpf_object__load(obj)
             finally:
                 libbpf.bpf_object__close(obj)
+        # a refusal is EPERM or EACCES; anything else means the probe itself is wrong here
+        assert code in (0, errno.EPERM, errno.EACCES), f"the probe for {target}: {os.strerror(code)}"
+        _refusals[target] = code
     return _refusals[target]
 
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import run_iterfs
-from helpers import settled, start_mount
+from helpers import ITERFS, settled, start_mount
 
 pytestmark = pytest.mark.fuse
 
@@ -79,3 +79,19 @@ def test_log_levels(tmp_path, fuse_host, level, shown, hidden):
         assert f" {word} " in log
     for word in hidden:
         assert f" {word} " not in log
+
+
+def test_without_the_capabilities_to_load_nothing_is_called_refused(tmp_path):
+    """A process that may load no program learns that, instead of every target 'refused'."""
+    drop = ["setpriv", "--bounding-set", "-bpf,-perfmon,-sys_admin"]
+    done = subprocess.run([*drop, str(ITERFS), "targets"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    table, _, notes = done.stdout.partition("\n\n")
+    rows = [line.split() for line in table.splitlines()[1:]]
+    assert rows and all(row[1] == "yes" for row in rows)
+    assert "Which targets this kernel refuses is not known: this process may load no BPF iterator program: " \
+           "that needs CAP_BPF and CAP_PERFMON" in notes
+    (tmp_path / "mnt").mkdir()
+    done = subprocess.run([*drop, str(ITERFS), "mount", str(tmp_path / "mnt")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "needs CAP_BPF" in done.stderr

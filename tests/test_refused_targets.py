@@ -135,4 +135,5 @@ def test_a_walked_map_larger_than_one_kernel_read_is_e2big_with_a_reason(refusin
     finally:
         os.close(fd)
     assert _errno_of(refusing / f"bpf_map_elem/map_id={map_id}") == errno.E2BIG
-    assert _said(refusing, "larger than the kernel's read buffer")
+    said = _said(refusing, "larger than the kernel's read buffer")
+    assert said and "refuses bpf_map_elem programs" in said[-1], said

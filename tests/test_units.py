@@ -253,3 +253,72 @@ def test_targets_the_probe_is_refused_for_are_marked_or_walked(monkeypatch):
     walk = catalog.targets["bpf_map_elem"]
     assert walk.refused is None and walk.walks == "bpf_map" and walk.object_path.name == "bpf_map_elem_walk.bpf.o"
     assert catalog.targets["task"].refused is None
+
+
+def test_concurrent_opens_of_one_map_walk_leave_no_load_behind(monkeypatch):
+    """Loads made for one map are closed after each open: racing opens must neither leak one
+    (it would keep the map alive) nor serve from one that was closed."""
+    import random
+    import time
+
+    from iterfs import _libbpf, iterator
+    from iterfs.catalog import Target
+
+    lock, opened, closed, loading = threading.Lock(), set(), set(), []
+    count = iter(range(1, 10**6))
+
+    def object_open(path):
+        with lock:
+            obj = next(count)
+            opened.add(obj)
+        return obj
+
+    def object_close(obj):
+        with lock:
+            closed.add(obj)
+
+    def program_fd(obj, program):
+        with lock:
+            assert obj not in closed, "an fd of a closed load was handed out"
+        return obj
+
+    monkeypatch.setattr(_libbpf, "object_open", object_open)
+    monkeypatch.setattr(_libbpf, "object_close", object_close)
+    def object_load(obj):
+        with lock:
+            loading.append(obj)
+            assert len(loading) == 1, "two loads of one key at once"
+        time.sleep(random.random() * 0.003)
+        with lock:
+            loading.remove(obj)
+
+    monkeypatch.setattr(_libbpf, "object_load", object_load)
+    monkeypatch.setattr(_libbpf, "object_program_fd", program_fd)
+    monkeypatch.setattr(_libbpf, "object_reuse_map", lambda *args: None)
+    monkeypatch.setattr(_libbpf, "object_set_initial", lambda *args: None)
+    monkeypatch.setattr(_libbpf, "map_get_fd_by_id", lambda map_id: os.dup(0))
+    walk = Target("bpf_map_elem", Path("walk.bpf.o"), "dump", walks="bpf_map", maps=(("elems", 7),),
+                  initial=((".rodata", 0, b"\0"),))
+    programs = iterator.Programs()
+
+    def opens():
+        for _ in range(200):
+            programs.prog_fd(walk)
+            time.sleep(0.0003)
+            programs.done(walk)
+            time.sleep(random.random() * 0.004)
+
+    failed = []
+
+    def run():
+        try:
+            opens()
+        except AssertionError as e:
+            failed.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failed and opened and opened == closed and programs.loaded == []
