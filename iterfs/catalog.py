@@ -23,7 +23,7 @@ from typing import NamedTuple
 from . import params as params_mod
 from .btf import Global, read_globals
 from .objects import ObjectError, read_object
-from .targets import NoPrivilege, kernel_targets, refused_targets
+from .targets import NoPrivilege, kernel_targets, refusal, refused_targets
 from .views import UserObjects, View, ViewsError
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,9 @@ def _globals_text(target: str, globals_) -> str:
 
 
 def _refused_text(target: str, code: int) -> str:
-    name = errno.errorcode.get(code, str(code))
-    return (f"{target}: refused by this kernel ({name}). The kernel refuses every program for this\n"
+    return (f"{target}: {refusal(code)}. The kernel refuses every program for this\n"
             f"target (a local policy, or a hardened or locked-down kernel), so its files give\n"
-            f"{name}. What they would hold:\n")
+            f"{errno.errorcode.get(code, code)}. What they would hold:\n")
 
 
 def schema_of(name: str, view_globals=None) -> params_mod.Schema:

@@ -163,6 +163,7 @@ def configure_logging(options) -> None:
 def _targets(args: argparse.Namespace) -> int:
     from . import params
     from .catalog import Catalog
+    from .targets import refusal
     from .views import SYSTEM_DIR
 
     # what the log would say of refused targets, the table says
@@ -180,11 +181,11 @@ def _targets(args: argparse.Namespace) -> int:
             if target.walks:
                 programs[0] += f" through {target.walks}"
             programs += [f"view {view}" for view in sorted(catalog.views(name))]
-            code = errno.errorcode.get(catalog.refused.get(name), "?")
             if target.refused:
-                notes.append(f"{name}: refused by this kernel ({code}): its files give {code}")
+                code = errno.errorcode.get(target.refused, target.refused)
+                notes.append(f"{name}: {refusal(target.refused)}: its files give {code}")
             elif target.walks:
-                notes.append(f"{name}: its own programs are refused by this kernel ({code}): "
+                notes.append(f"{name}: its own programs are {refusal(catalog.refused[name])}: "
                              f"served through {target.walks}, with the same lines")
             rows.append((name, "refused" if target.refused else "yes", ", ".join(programs), " ".join(keys)))
         else:

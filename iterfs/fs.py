@@ -27,6 +27,7 @@ import trio
 
 from .iterator import Iterators, LoadFailed, NotLoaded, Stream
 from .params import ParamError, as_text as params_text
+from .targets import refusal
 from .tree import Kind, Node, Tree
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class IterFS(pyfuse3.Operations):
             "uptime_seconds": round(time.time() - self.stats.started, 1),
             "targets": sorted(self._iterators.catalog.targets),
             # the kernel refuses every program for these: their files give that errno
-            "refused_targets": {name: f"refused by this kernel ({errno.errorcode.get(t.refused, t.refused)})"
+            "refused_targets": {name: refusal(t.refused)
                                 for name, t in sorted(self._iterators.catalog.targets.items()) if t.refused},
             # targets served through a program of another target, since the kernel refuses their own
             "served_through": {name: t.walks for name, t in sorted(self._iterators.catalog.targets.items())

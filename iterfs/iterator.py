@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import _libbpf, params as params_mod, pins
 from .catalog import Catalog, Target, target_schema
+from .targets import refusal
 from .views import ViewsError, open_object
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,7 @@ class Programs:
         load=False: raise NotLoaded rather than load (a load blocks for milliseconds).
         """
         if target.refused:
-            raise Refused(target.refused, f"{target.name}: refused by this kernel "
-                                          f"({errno.errorcode.get(target.refused, target.refused)})")
+            raise Refused(target.refused, f"{target.name}: {refusal(target.refused)}")
         key = _key(target)
         fd = self._use(target, key)
         if fd is not None:
@@ -237,7 +237,7 @@ class Programs:
             if e.errno == errno.EPERM:
                 log.error("%s: the kernel refused program %s of %s (EPERM); its files give EPERM",
                           target.name, target.program, target.object_path)
-                return _Failure(Refused, errno.EPERM, f"{target.object_path.name}: refused by this kernel (EPERM)")
+                return _Failure(Refused, errno.EPERM, f"{target.object_path.name}: {refusal(errno.EPERM)}")
             log.error("%s: program %s of %s failed to load (%s); its files give EIO",
                       target.name, target.program, target.object_path, e.strerror)
             return _Failure(LoadFailed, errno.EIO, f"{target.object_path.name} failed to load: {e.strerror}")

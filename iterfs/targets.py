@@ -75,6 +75,11 @@ def _confirmed(btf: int, names: set[str]) -> set[str]:
     return {name for name in names if _libbpf.btf_find_struct(btf, f"bpf_iter__{name}")}
 
 
+def refusal(code: int) -> str:
+    """How the README, the status and iterfs targets say that the kernel refuses a target."""
+    return f"refused by this kernel ({errno.errorcode.get(code, code)})"
+
+
 def refused_targets(names: Iterable[str]) -> dict[str, int]:
     """The targets of names whose every program the kernel refuses: target -> errno.
 
