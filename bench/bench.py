@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ITERFS = Path(sys.executable).with_name("iterfs")
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import ITERFS  # noqa: E402  (the installed command, as the tests run it)
 LOAD_PROCS = int(os.environ.get("BENCH_PROCS", 2000))
 FILES_EACH = 20
 HELD = 500

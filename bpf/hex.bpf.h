@@ -11,7 +11,15 @@
 /* bytes printed of one key or value; longer ones end in " ..." */
 #define HEX_MAX		512
 
-const char hex_digits[] = "0123456789abcdef";
+/*
+ * A lowercase hex digit, as bpftool's fprint_hex() ("%02hhx"). Computed, not
+ * looked up: a digit table at file scope is a BTF global of every program
+ * including this header (iterfs offers those as parameters of a user's view).
+ */
+static __always_inline char hex_digit(unsigned char b)
+{
+	return b < 10 ? '0' + b : 'a' + b - 10;
+}
 
 /* bpf_loop() callback: byte @i of the copy at the end of *@slot, as hex. */
 static long hex_byte(__u64 i, char **slot)
@@ -25,8 +33,8 @@ static long hex_byte(__u64 i, char **slot)
 	b = buf[SCRATCH_SIZE - HEX_MAX + i];
 	/* two spaces every 8 bytes, as bpftool's fprint_hex() */
 	pos = 3 * i + i / 8;
-	buf[pos] = hex_digits[b >> 4];
-	buf[pos + 1] = hex_digits[b & 15];
+	buf[pos] = hex_digit(b >> 4);
+	buf[pos + 1] = hex_digit(b & 15);
 	buf[pos + 2] = ' ';
 	buf[pos + 3] = ' ';
 	return 0;

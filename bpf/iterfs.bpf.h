@@ -139,8 +139,26 @@ static __always_inline unsigned int task_state_raw(struct task_struct *t)
 #define TASK_REPORT		0x0000007f
 #define TASK_REPORT_IDLE	0x00000080
 
-/* fs/proc/array.c task_state_array; file scope: clang 14 misplaces function statics in BTF */
-const char task_state_letters[] = "RSDTtXZPI";
+/*
+ * fs/proc/array.c task_state_array, "RSDTtXZPI", indexed by the highest bit of
+ * the reported state. A switch, not a table: a table at file scope is a BTF
+ * global of every program including this header (iterfs offers those as
+ * parameters of a user's view), and clang 14 misplaces function statics in BTF.
+ */
+static __always_inline char task_state_letter(int idx)
+{
+	switch (idx) {
+	case 0: return 'R';	/* running */
+	case 1: return 'S';	/* sleeping */
+	case 2: return 'D';	/* disk sleep */
+	case 3: return 'T';	/* stopped */
+	case 4: return 't';	/* tracing stop */
+	case 5: return 'X';	/* dead */
+	case 6: return 'Z';	/* zombie */
+	case 7: return 'P';	/* parked */
+	default: return 'I';	/* idle */
+	}
+}
 
 /* The state letter of /proc/PID/stat, as fs/proc/array.c get_task_state(). */
 static __always_inline char task_state_char(struct task_struct *t)
@@ -159,7 +177,7 @@ static __always_inline char task_state_char(struct task_struct *t)
 		if (state & (1u << bit))
 			idx = bit + 1;
 	}
-	return task_state_letters[idx];
+	return task_state_letter(idx);
 }
 
 #endif /* __ITERFS_BPF_H */

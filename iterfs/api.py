@@ -16,7 +16,8 @@ from typing import Iterator as TypingIterator
 from . import params as params_mod
 from .catalog import BUNDLED_DIR, Catalog
 from .iterator import Iterators
-from .pins import check_bpffs_path
+from .pins import require_bpffs
+from .programs import route_libbpf_log
 from .tree import README
 
 
@@ -24,7 +25,9 @@ class Session:
     """Loaded programs kept across reads; close() releases them."""
 
     def __init__(self, bpf_dir: Path = BUNDLED_DIR):
-        self.iterators = Iterators(Catalog(bpf_dir))
+        route_libbpf_log()  # the API's process starts here, as far as libbpf is concerned
+        self.catalog = Catalog(bpf_dir)
+        self.iterators = Iterators(self.catalog)
 
     def stream(self, target: str, /, **params: int) -> TypingIterator[bytes]:
         """The output of one fresh walk, chunk by chunk."""
@@ -37,14 +40,14 @@ class Session:
         """The contents of a tree path such as ``task_vma/pid=42`` or ``task/README``."""
         target, name = self._split(path)
         if name == README:
-            yield self.iterators.catalog.get(target).readme.encode()
+            yield self.catalog.recipe(target).readme.encode()
             return
         yield from self._stream(target, params_mod.parse(target, name))
 
     def pin(self, path: str, bpffs_path: Path) -> None:
         """Pin the iterator of a tree path (``task_vma/pid=42``) at bpffs_path; it outlives us."""
         target, name = self._split(path)
-        check_bpffs_path(bpffs_path)
+        require_bpffs(bpffs_path.parent)
         self.iterators.pin(target, params_mod.parse(target, name), str(bpffs_path))
 
     @staticmethod

@@ -6,7 +6,7 @@ and no program knows is served by the generic program (one line per object,
 its address), attached to that target at load. Each target's README ships
 beside the package (iterfs/readmes/<target>).
 
-A target the kernel refuses (targets.refused_targets) stays in the catalog,
+A target the kernel refuses (discovery.refused_targets) stays in the catalog,
 marked with the kernel's errno, unless another target can make the same
 lines: bpf_map_elem is then served by an iter/bpf_map program that walks the
 one map (bpf_map_elem_walk.bpf.o), loaded once per map.
@@ -14,17 +14,21 @@ one map (bpf_map_elem_walk.bpf.o), loaded once per map.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
-from . import params as params_mod
+from . import params as params_mod, probes
 from .btf import Global, read_globals
+from .discovery import NoPrivilege, kernel_targets, refusal, refused_targets
+from .errors import NotFound
 from .objects import ObjectError, read_object
-from .targets import NoPrivilege, kernel_targets, refusal, refused_targets
-from .views import UserObjects, View, ViewsError
+from .views import FileIdentity, UserObjects, View, ViewsError, open_object
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +74,13 @@ without parameters, and the parameter files, e.g. {target}/{view}/all.
 """
 
 
-def _globals_text(target: str, globals_) -> str:
+def _globals_text(schema: params_mod.ViewSchema, globals_: tuple[Global, ...]) -> str:
     if not globals_:
         return ""
-    schema = schema_of(target, globals_)
+    target = schema.target
     usable = [g for g in globals_ if g in schema.globals.values()]
     lines = ["", "Globals of the program. Integers and char arrays are parameters too, alone or",
-             f"after the target's, as global.NAME=VALUE; a global whose name is not a parameter of",
+             "after the target's, as global.NAME=VALUE; a global whose name is not a parameter of",
              f"{target} may be named without global. (a file name spells it so):",
              f"e.g. {target}/<view>/{schema.key_of(usable[0])}=1" if usable else "(none can be set)", ""]
     for g in globals_:
@@ -91,50 +95,66 @@ def _refused_text(target: str, code: int) -> str:
             f"{errno.errorcode.get(code, code)}. What they would hold:\n")
 
 
-def schema_of(name: str, view_globals=None) -> params_mod.Schema:
-    """A target's schema; with a view's globals (btf.Global), the view's, which takes them too."""
-    base = params_mod.schema_for(name)
-    return base if view_globals is None else params_mod.ViewSchema(base, view_globals)
-
-
-def target_schema(target: Target) -> params_mod.Schema:
-    return schema_of(target.name, target.globals if target.view else None)
-
-
 class CatalogError(RuntimeError):
     pass
 
 
 @dataclass(frozen=True)
-class Target:
-    name: str
+class Recipe:
+    """How to load the program that serves a target, or a user's view of it, with its values.
+
+    Programs keeps one load per recipe (less its schema and README); a
+    target's own recipe lives as long as the catalog, a view's is made per
+    open from the views as they are now.
+    """
+
+    target: str  # the kernel's name of the iterator target
     object_path: Path
     program: str
+    schema: params_mod.Schema = field(compare=False, repr=False)
     attach: str | None = None  # a target to attach the program to at load, instead of its section's
     view: str | None = None  # a user's view of the target: the directory MNT/<target>/<view>/
-    version: tuple[int, int, int] | None = None  # a user object's file identity: a new one is a new load
-    initial: tuple[tuple[str, int, bytes], ...] = ()  # (section, offset, bytes) written before load
-    globals: tuple = field(default=(), compare=False)  # a view's program globals (btf.Global)
+    file_identity: FileIdentity | None = None  # a user's object as read: a new file is a new load
+    global_values: tuple[tuple[str, int, bytes], ...] = ()  # (section, offset, bytes) written before load
+    globals: tuple[Global, ...] = field(default=(), compare=False)  # a view's program globals
     refused: int | None = None  # the errno with which this kernel refuses every program of the target
-    walks: str | None = None  # a target served by a program of this one (WALKS): its params are not the link's
+    through: str | None = None  # the program is another target's (WALKS): its params are not the link's
     maps: tuple[tuple[str, int], ...] = ()  # (map of the object, id of the existing map it stands for)
 
-    @property
-    def readme(self) -> str:
-        if self.refused:
-            return _refused_text(self.name, self.refused) + "\n" + replace(self, refused=None).readme
-        if self.view:
-            return _VIEW_README.format(target=self.name, view=self.view, path=self.object_path,
-                                       program=self.program) + _globals_text(self.name, self.globals)
-        if self.attach:
-            return _GENERIC_README.format(target=self.name)
+    @contextlib.contextmanager
+    def object_file(self) -> Iterator[str]:
+        """A path libbpf can open that is the very file (and version) that was read and checked."""
+        if self.file_identity is None:  # bundled: the package's own file
+            yield str(self.object_path)
+            return
         try:
-            return (READMES_DIR / self.name).read_text()
+            fd = open_object(self.object_path, self.file_identity)
+        except ViewsError as e:
+            raise OSError(errno.ESTALE, f"{self.object_path}: {e}") from None
+        try:
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+
+    @functools.cached_property
+    def readme(self) -> str:
+        """Made once per recipe: a target's own lives as long as the mount."""
+        if self.refused:
+            return _refused_text(self.target, self.refused) + "\n" + replace(self, refused=None).readme
+        if self.view:
+            return _VIEW_README.format(target=self.target, view=self.view, path=self.object_path,
+                                       program=self.program) + _globals_text(self.schema, self.globals)
+        if self.attach:
+            return _GENERIC_README.format(target=self.target)
+        try:
+            return (READMES_DIR / self.target).read_text()
         except FileNotFoundError:
-            return f"{self.name}: served by program {self.program} of {self.object_path.name}.\n"
+            return f"{self.target}: served by program {self.program} of {self.object_path.name}.\n"
 
 
 class Catalog:
+    """Every target's recipe, and the users' views, as this kernel and these directories have them."""
+
     def __init__(self, bpf_dir: Path = BUNDLED_DIR, kernel: frozenset[str] | None = None,
                  objects: list[Path] | None = None):
         self.bpf_dir = Path(bpf_dir)
@@ -148,7 +168,7 @@ class Catalog:
             self.user_objects = UserObjects(list(objects or []), self.kernel)
         except ViewsError as e:
             raise CatalogError(str(e)) from None
-        self.targets: dict[str, Target] = {}
+        self.targets: dict[str, Recipe] = {}
         self.absent: dict[str, str] = {}  # bundled programs whose target this kernel lacks: target -> program
         self._generic: tuple[Path, str] | None = None
         self._percpu_flags: dict[str, Global] = {}  # a target served by a walk -> its program's `percpu`
@@ -163,7 +183,7 @@ class Catalog:
             path, program = self._generic
             for name in sorted(self.kernel - set(self.targets)):
                 log.info("%s: no program knows this target, serving it with %s", name, path.name)
-                self.targets[name] = Target(name, path, program, attach=name)
+                self.targets[name] = Recipe(name, path, program, params_mod.schema_for(name), attach=name)
         for name, code in sorted(self.refused.items()):
             if name in self.targets:
                 self._refuse(name, code)
@@ -177,7 +197,8 @@ class Catalog:
         if percpu:
             log.warning("%s; serving it through %s with %s", why, walk.via, walk.object_name)
             self._percpu_flags[name] = percpu
-            self.targets[name] = Target(name, self.bpf_dir / walk.object_name, walk.program, walks=walk.via)
+            self.targets[name] = Recipe(name, self.bpf_dir / walk.object_name, walk.program,
+                                        params_mod.schema_for(name), through=walk.via)
         else:
             log.warning("%s; its files give %s", why, errno.errorcode.get(code, code))
             self.targets[name] = replace(self.targets[name], refused=code)
@@ -209,45 +230,48 @@ class Catalog:
                 log.warning("%s: target %r is already served by %s", path.name, program.target,
                             self.targets[program.target].object_path.name)
             else:
-                self.targets[program.target] = Target(program.target, path, program.name)
+                self.targets[program.target] = Recipe(program.target, path, program.name,
+                                                      params_mod.schema_for(program.target))
 
     def schema(self, name: str, view: str | None = None) -> params_mod.Schema:
-        """The parameters files of a target (or of a view of it, globals included) take."""
-        return schema_of(name, self._view(name, view).globals if view else None)
+        """The parameters the files of a target (or of a view of it, globals included) take."""
+        return self.recipe(name, view).schema
 
-    def _view(self, name: str, view: str) -> View:
-        found = self.views(name).get(view)
-        if found is None:
-            raise LookupError(f"no view {name}/{view} in {', '.join(map(str, self.user_objects.directories))}")
-        return found
-
-    def get(self, name: str, view: str | None = None, params: params_mod.Params | None = None) -> Target:
-        """The program serving target name, or the user's view of it (as its object is now),
-        with the global values params give it."""
+    def recipe(self, name: str, view: str | None = None, params: params_mod.Params | None = None) -> Recipe:
+        """How to load the program serving target name, or the user's view of it as the last
+        look at the objects directories found it, with the global values params give it."""
         if view is None:
             try:
-                target = self.targets[name]
+                recipe = self.targets[name]
             except KeyError:
                 why = "this kernel has no such iterator" if name not in self.kernel else "no program serves it"
-                raise LookupError(f"target {name!r}: {why}") from None
-            return self._walk(target, params) if target.walks and params is not None else target
-        found = self._view(name, view)
-        initial = schema_of(name, found.globals).initial(dict(params.values)) if params is not None else ()
+                raise NotFound(f"target {name!r}: {why}") from None
+            return self._walk(recipe, params) if recipe.through and params is not None else recipe
+        found = self.views(name).get(view)
+        if found is None:
+            raise NotFound(f"no view {name}/{view} in {', '.join(map(str, self.user_objects.directories))}")
+        schema = params_mod.ViewSchema(params_mod.schema_for(name), found.globals)
         # a view's program is refused as the target's own is: its files say so without a load
-        return Target(name, found.object_path, found.program, view=view, version=found.version,
-                      initial=initial, globals=found.globals, refused=self.refused.get(name))
+        return Recipe(name, found.object_path, found.program, schema, view=view, file_identity=found.identity,
+                      global_values=schema.global_values(params) if params is not None else (),
+                      globals=found.globals, refused=self.refused.get(name))
 
-    def _walk(self, target: Target, params: params_mod.Params) -> Target:
+    def _walk(self, recipe: Recipe, params: params_mod.Params) -> Recipe:
         """The load that walks the one map params name: its placeholder map is that map."""
         map_id = dict(params.values)["map_id"]
-        map_type = params_mod.map_type_of(map_id)
+        map_type = probes.map_type_of(map_id)
         if map_type is None:
             raise params_mod.ParamError(f"no BPF map with id {map_id}")
         # the verifier allows per-CPU lookups in per-CPU maps only: the program is told which at load
-        percpu = self._percpu_flags[target.name]
+        percpu = self._percpu_flags[recipe.target]
         value = bytes([map_type in params_mod.PERCPU_MAP_TYPES])
-        return replace(target, maps=((WALKS[target.name].placeholder, map_id),),
-                       initial=((percpu.section, percpu.offset, value),))
+        return replace(recipe, maps=((WALKS[recipe.target].placeholder, map_id),),
+                       global_values=((percpu.section, percpu.offset, value),))
 
     def views(self, name: str) -> dict[str, View]:
+        """The views of target name as the last look at the objects directories found them."""
         return self.user_objects.views(name) if name in self.targets else {}
+
+    def refresh_views(self) -> None:
+        """Look at the objects directories again. Blocks: event loops run it in a worker thread."""
+        self.user_objects.refresh()

@@ -27,8 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"iterfs {__version__}")
     parser.add_argument("--debug", action="store_true", help="log everything, and show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # what the commands that load programs share: where the programs are
+    programs = argparse.ArgumentParser(add_help=False)
+    programs.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR",
+                          help="directory of the programs that serve the targets (default: the bundled ones)")
 
-    mount = commands.add_parser("mount", help="mount the iterator tree; returns once the mount is ready")
+    mount = commands.add_parser("mount", parents=[programs],
+                                help="mount the iterator tree; returns once the mount is ready")
     mount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
     mount.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground, logging to stderr")
     # SUPPRESS: an unset subcommand --debug must not overwrite `iterfs --debug mount`
@@ -39,8 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--log", type=Path, metavar="FILE", help="log to FILE (default: stderr in the foreground, "
                        "otherwise syslog when /dev/log exists)")
     mount.add_argument("--pid-file", type=Path, metavar="FILE", help="write the daemon's pid to FILE")
-    mount.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR",
-                       help="directory of the programs that serve the targets (default: the bundled ones)")
 
     mount.add_argument("--bpffs", type=Path, action="append", default=[], metavar="PATH",
                        help="mirror the iterator pins under PATH in pinned/ (repeatable; default: every bpffs mount)")
@@ -52,25 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     umount = commands.add_parser("umount", help="unmount, also a mount whose daemon was killed")
     umount.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
 
-    cat = commands.add_parser("cat", help="print a tree path without a mount, e.g. task_vma/pid=42")
+    cat = commands.add_parser("cat", parents=[programs],
+                              help="print a tree path without a mount, e.g. task_vma/pid=42")
     cat.add_argument("paths", nargs="+", metavar="PATH")
-    cat.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR", help=argparse.SUPPRESS)
 
-    pin = commands.add_parser("pin", help="pin the iterator of a tree path in bpffs, e.g. task_vma/pid=42 "
-                                          "/sys/fs/bpf/vma42; cat works on the pin after iterfs is gone")
+    pin = commands.add_parser("pin", parents=[programs],
+                              help="pin the iterator of a tree path in bpffs, e.g. task_vma/pid=42 "
+                                   "/sys/fs/bpf/vma42; cat works on the pin after iterfs is gone")
     pin.add_argument("path", metavar="PATH")
     pin.add_argument("bpffs_path", type=Path, metavar="BPFFS_PATH")
-    pin.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR", help=argparse.SUPPRESS)
 
     unpin = commands.add_parser("unpin", help="remove an iterator pin from bpffs")
     unpin.add_argument("bpffs_path", type=Path, metavar="BPFFS_PATH")
 
-    targets = commands.add_parser("targets", help="every target: whether this kernel has it, which programs "
-                                                  "serve it, its parameters")
+    targets = commands.add_parser("targets", parents=[programs],
+                                  help="every target: whether this kernel has it, which programs serve it, "
+                                       "its parameters")
     targets.add_argument("--objects", type=Path, action="append", default=[], metavar="DIR",
                          help="count the views of the .bpf.o files in DIR too (default: /etc/iterfs/objects "
                               "if it exists)")
-    targets.add_argument("--bpf-dir", type=Path, default=BUNDLED_DIR, metavar="DIR", help=argparse.SUPPRESS)
 
     status = commands.add_parser("status", help="what a running daemon is doing: loaded programs, open "
                                                 "iterators, bytes served, errors")
@@ -163,31 +166,30 @@ def configure_logging(options) -> None:
 def _targets(args: argparse.Namespace) -> int:
     from . import params
     from .catalog import Catalog
-    from .targets import refusal
-    from .views import SYSTEM_DIR
+    from .discovery import refusal
+    from .views import default_directories
 
     # what the log would say of refused targets, the table says
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR, format=LOG_FORMAT)
-    objects = args.objects or ([SYSTEM_DIR] if SYSTEM_DIR.is_dir() else [])
-    catalog = Catalog(args.bpf_dir, objects=objects)
+    catalog = Catalog(args.bpf_dir, objects=default_directories(args.objects))
     rows = [("TARGET", "KERNEL", "PROGRAMS", "PARAMETERS")]
     notes = []
     for name in sorted(set(catalog.targets) | set(catalog.absent)):
         schema = params.schema_for(name)
         keys = (["all"] if schema.walks_all else []) + [f"{key}=" for key in schema.keys]
         if name in catalog.targets:
-            target = catalog.targets[name]
-            programs = ["generic" if target.attach else f"bundled {target.program}"]
-            if target.walks:
-                programs[0] += f" through {target.walks}"
+            recipe = catalog.targets[name]
+            programs = ["generic" if recipe.attach else f"bundled {recipe.program}"]
+            if recipe.through:
+                programs[0] += f" through {recipe.through}"
             programs += [f"view {view}" for view in sorted(catalog.views(name))]
-            if target.refused:
-                code = errno.errorcode.get(target.refused, target.refused)
-                notes.append(f"{name}: {refusal(target.refused)}: its files give {code}")
-            elif target.walks:
+            if recipe.refused:
+                code = errno.errorcode.get(recipe.refused, recipe.refused)
+                notes.append(f"{name}: {refusal(recipe.refused)}: its files give {code}")
+            elif recipe.through:
                 notes.append(f"{name}: its own programs are {refusal(catalog.refused[name])}: "
-                             f"served through {target.walks}, with the same lines")
-            rows.append((name, "refused" if target.refused else "yes", ", ".join(programs), " ".join(keys)))
+                             f"served through {recipe.through}, with the same lines")
+            rows.append((name, "refused" if recipe.refused else "yes", ", ".join(programs), " ".join(keys)))
         else:
             rows.append((name, "no", f"bundled {catalog.absent[name]}", " ".join(keys)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]

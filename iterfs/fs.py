@@ -1,12 +1,14 @@
 """The FUSE operations: thin methods over the tree and the iterators.
 
 Every method runs on the trio loop. A kernel read of an iterator (where the
-kernel runs the program) and a program load always go to a worker thread;
-creating a link and an iterator fd are quick bpf() calls made in place, and
-a read that what was already read answers (the final empty read, a re-read)
-is served in place too. Only ``pyfuse3.FUSEError``
-leaves this module: the ``_errors`` boundary maps our exceptions to errnos
-and logs anything unexpected as EIO.
+kernel runs the program), a program load and a look at files outside the
+tree (bpffs, the objects directories: Tree.blocks() says when) always go to
+a worker thread; creating a link and an iterator fd are quick bpf() calls
+made in place, and a read that what was already read answers (the final
+empty read, a re-read) is served in place too. Only ``pyfuse3.FUSEError``
+leaves this module: the ``_errors`` boundary maps the failures the layers
+below name (NotFound, the kernel's errnos) to errnos, and logs anything else
+with its traceback as EIO.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import itertools
 import json
 import logging
 import os
-import stat
 import time
 from collections import Counter
 from typing import Sequence
@@ -25,17 +26,12 @@ from typing import Sequence
 import pyfuse3
 import trio
 
-from .iterator import Iterators, LoadFailed, NotLoaded, Stream
-from .params import ParamError, as_text as params_text
-from .targets import refusal
+from .errors import NotFound
+from .iterator import Iterators, Stream
+from .programs import LoadFailed, WouldBlock
 from .tree import Kind, Node, Tree
 
 log = logging.getLogger(__name__)
-
-# Targets, READMEs and `all` never change while mounted; parameter files are re-checked
-# at open, so a short cache only delays ls/stat noticing that a process has gone.
-STATIC_TIMEOUT = 300.0
-PARAM_TIMEOUT = 1.0
 
 
 class Stats:
@@ -61,7 +57,7 @@ def _errors(method):
         except pyfuse3.FUSEError as e:
             self.stats.error(e.errno)
             raise
-        except (ParamError, LookupError) as e:
+        except NotFound as e:  # ParamError too: a name that is no parameter set, or names nothing
             log.debug("%s%r: ENOENT: %s", method.__name__, args[:2], e)
             self.stats.error(errno.ENOENT)
             raise pyfuse3.FUSEError(errno.ENOENT) from None
@@ -107,11 +103,11 @@ class IterFS(pyfuse3.Operations):
 
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        parent = self._node(parent_inode)
-        if parent.kind is Kind.MIRROR:  # bpffs paths: a syscall on another filesystem may wait
-            node = await trio.to_thread.run_sync(self._tree.lookup, parent, os.fsdecode(name))
+        parent, name = self._tree.node(parent_inode), os.fsdecode(name)
+        if self._tree.blocks(parent, name):
+            node = await trio.to_thread.run_sync(self._tree.lookup, parent, name)
         else:
-            node = self._tree.lookup(parent, os.fsdecode(name))
+            node = self._tree.lookup(parent, name)
         try:
             attributes = self._attributes(node)
         except Exception:
@@ -122,7 +118,7 @@ class IterFS(pyfuse3.Operations):
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attributes(self._node(inode))
+        return self._attributes(self._tree.node(inode))
 
     @_errors
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -131,13 +127,15 @@ class IterFS(pyfuse3.Operations):
 
     @_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        directory = self._node(inode)
+        directory = self._tree.node(inode)
         if directory.kind not in (Kind.DIR, Kind.MIRROR):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = next(self._fh)
         # one snapshot per opendir, so entries are neither repeated nor skipped across calls
         if directory.kind is Kind.MIRROR:
             listing = await trio.to_thread.run_sync(self._mirror_listing, directory)
+        elif self._tree.blocks(directory):
+            listing = await trio.to_thread.run_sync(self._tree.listing, directory)
         else:
             listing = self._tree.listing(directory)
         self._listings[fh] = (directory, listing)
@@ -149,7 +147,7 @@ class IterFS(pyfuse3.Operations):
         for name in self._tree.listing(directory):
             try:
                 nodes.append(self._tree.entry(directory, name))
-            except LookupError:
+            except NotFound:
                 pass  # gone since it was listed
         return nodes
 
@@ -159,12 +157,12 @@ class IterFS(pyfuse3.Operations):
         for index in range(start_id, len(names)):
             try:
                 node = names[index] if isinstance(names[index], Node) else self._tree.entry(directory, names[index])
-            except (LookupError, ParamError, OSError) as e:
+            except (NotFound, OSError) as e:
                 log.debug("readdir: %s has gone: %s", names[index], e)  # skipped, not the whole listing
                 continue
             try:
                 attributes = self._attributes(node)
-            except (LookupError, ParamError, OSError) as e:
+            except (NotFound, OSError) as e:
                 log.debug("readdir: %s has gone: %s", names[index], e)
                 self._tree.drop_if_unused(node)
                 continue
@@ -184,12 +182,12 @@ class IterFS(pyfuse3.Operations):
 
     @_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        node = self._node(inode)
+        node = self._tree.node(inode)
         if flags & os.O_ACCMODE != os.O_RDONLY:
             raise pyfuse3.FUSEError(errno.EACCES)
         fh = next(self._fh)
         if node.kind is Kind.README:
-            self._handles[fh] = _Text(self._readme(node))
+            self._handles[fh] = _Text(self._tree.readme(node))
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
         if node.kind is Kind.STATUS:
             self._handles[fh] = _Text(self._status())
@@ -198,8 +196,8 @@ class IterFS(pyfuse3.Operations):
             iterator = await trio.to_thread.run_sync(self._iterators.open_pin, node.path, node.target)
         else:
             try:  # in place when the program is loaded: a link and an iterator fd are quick
-                iterator = self._iterators.open(node.target, node.params, node.view, load=False)
-            except NotLoaded:
+                iterator = self._iterators.open(node.target, node.params, node.view, block=False)
+            except WouldBlock:
                 iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params, node.view)
         self._handles[fh] = Stream(iterator)
         self.stats.opens += 1
@@ -228,27 +226,19 @@ class IterFS(pyfuse3.Operations):
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return [name.encode() for name in await self._xattrs(self._node(inode))]
+        return [name.encode() for name in await self._xattrs(self._tree.node(inode))]
 
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        value = (await self._xattrs(self._node(inode))).get(os.fsdecode(name))
+        value = (await self._xattrs(self._tree.node(inode))).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(errno.ENODATA)
         return value.encode()
 
     async def _xattrs(self, node: Node) -> dict[str, str]:
-        """user.iterfs.*: a file's target and parameters (a pin's as its link's fdinfo says)."""
-        if node.kind is Kind.PIN:
-            pin = await trio.to_thread.run_sync(self._tree.pin, node)
-            values = {"target": pin.target, "link_id": str(pin.link_id), "prog_id": str(pin.prog_id), **pin.params}
-        elif node.kind is Kind.ITER:
-            view = {"view": node.view} if node.view else {}
-            schema = self._iterators.catalog.schema(node.target, node.view)
-            values = {"target": node.target, **view, **params_text(node.target, node.params, schema)}
-        else:
-            return {}
-        return {f"user.iterfs.{key}": value for key, value in values.items()}
+        if self._tree.blocks(node):
+            return await trio.to_thread.run_sync(self._tree.xattrs, node)
+        return self._tree.xattrs(node)
 
     @_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
@@ -260,53 +250,27 @@ class IterFS(pyfuse3.Operations):
 
     # helpers
 
-    def _node(self, inode: int) -> Node:
-        try:
-            return self._tree.node(inode)
-        except KeyError:
-            raise LookupError(f"inode {inode} is not known") from None
-
     def _status(self) -> bytes:
-        programs = self._iterators.programs
         state = {
             "pid": os.getpid(),
             "mountpoint": self._mountpoint,
             "uptime_seconds": round(time.time() - self.stats.started, 1),
-            "targets": sorted(self._iterators.catalog.targets),
-            # the kernel refuses every program for these: their files give that errno
-            "refused_targets": {name: refusal(t.refused)
-                                for name, t in sorted(self._iterators.catalog.targets.items()) if t.refused},
-            # targets served through a program of another target, since the kernel refuses their own
-            "served_through": {name: t.walks for name, t in sorted(self._iterators.catalog.targets.items())
-                               if t.walks},
-            "loaded_programs": [{"object": str(path), "target": attach, "view_version": version}
-                                for path, attach, version, *_ in programs.loaded],
-            "open_iterators": self._iterators.open_count,
+            **self._iterators.status(),
             "opens": self.stats.opens,
             "bytes_served": self.stats.bytes_served,
             "errors": dict(self.stats.errors),
         }
         return (json.dumps(state, indent=2) + "\n").encode()
 
-    def _readme(self, node: Node) -> bytes:
-        return self._iterators.catalog.get(node.target, node.view).readme.encode()
-
     def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
+        made = self._tree.attributes(node)
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = node.inode
-        if node.kind in (Kind.DIR, Kind.MIRROR):
-            attr.st_mode = stat.S_IFDIR | 0o555
-            attr.st_nlink = 2 + sum(1 for c in node.children.values() if c.kind is Kind.DIR)
-        else:
-            attr.st_mode = stat.S_IFREG | 0o444
-            attr.st_nlink = 1
-            if node.kind is Kind.README:
-                attr.st_size = len(self._readme(node))
+        attr.st_mode, attr.st_nlink, attr.st_size = made.mode, made.nlink, made.size
         attr.st_uid = attr.st_gid = 0
         attr.st_blksize = 4096
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self._mounted_ns
-        timeout = STATIC_TIMEOUT if node.permanent else PARAM_TIMEOUT
-        attr.entry_timeout = attr.attr_timeout = timeout
+        attr.entry_timeout = attr.attr_timeout = made.timeout
         return attr
 
     def close(self) -> None:

@@ -1,12 +1,13 @@
-"""Iterator lifecycle: programs loaded once, and per open a link, an iterator fd and its reads.
+"""Iterator lifecycle: per open a link, an iterator fd and its reads.
 
-    Iterators.open(target, params)    load the target's program on first use (kept)
+    Iterators.open(target, params)    the recipe (catalog), its program (programs, loaded once)
       -> Iterator                     bpf_link_create(link_info) + bpf_iter_create()
     Iterator.read(n)                  read(2) on the iterator fd: the kernel runs the program
     Stream.read_at(offset, size)      what a FUSE read asks for, with a bounded window for re-reads
 
-Everything here blocks (loads, syscalls): callers on an event loop run it in a
-worker thread. Objects that hold kernel handles release them in close().
+Everything here may block (loads, syscalls); callers on an event loop pass
+block=False where it is offered, or run the call in a worker thread. Objects
+that hold kernel handles release them in close().
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import errno
 import logging
 import os
 import threading
-import time
-from collections import OrderedDict
-from pathlib import Path
 
-from . import _libbpf, params as params_mod, pins
-from .catalog import Catalog, Target, target_schema
-from .targets import refusal
-from .views import ViewsError, open_object
+from . import _libbpf, pins, probes
+from .catalog import Catalog
+from .discovery import refusal
+from .errors import NotFound
+from .params import Params
+from .programs import Programs, WouldBlock
 
 log = logging.getLogger(__name__)
 
@@ -34,253 +34,17 @@ KEEP_BYTES = 64 * 1024
 # A read that must go to the kernel (in a worker thread) reads this much further, so the
 # reader's next read is answered from memory: half the thread hand-offs for long outputs.
 READ_AHEAD = 128 * 1024
-# Loads with global values set (a view's name=value parameters) kept once no open
-# is creating a link from them; beyond this many, the least recently used are closed.
-MAX_IDLE_VARIANTS = 16
 # EAGAIN means "the program asked for a retry" or "a million objects without output":
 # both make progress on retry. A program that asks for ever is cut off here.
 MAX_EAGAIN = 100_000
 
 
-class NotLoaded(Exception):
-    """prog_fd(load=False) of a program that is not loaded yet."""
-
-
-class LoadFailed(OSError):
-    """A load that failed, raised again for every open of it: the log said why when it failed."""
-
-
-class Refused(LoadFailed):
-    """The kernel refuses the target's programs (EPERM, EACCES): a state of the kernel, not a bug."""
-
-
-class _Failure:
-    """A failed load, kept: each open raises a new exception, so none grows a traceback per raise."""
-
-    def __init__(self, kind: type[LoadFailed], code: int, message: str):
-        self.kind, self.code, self.message = kind, code, message
-
-    def exception(self) -> LoadFailed:
-        return self.kind(self.code, self.message)
-
-
-class _Loaded:
-    def __init__(self, target: Target):
-        if target.version is None:  # bundled: the package's own file
-            self.obj = _libbpf.object_open(str(target.object_path))
-        else:
-            # a user's object: the very file (and version) that was read and checked
-            try:
-                fd = open_object(target.object_path, target.version)
-            except ViewsError as e:
-                raise OSError(errno.ESTALE, str(e)) from None
-            try:
-                self.obj = _libbpf.object_open(f"/proc/self/fd/{fd}")
-            finally:
-                os.close(fd)
-        try:
-            for name, map_id in target.maps:
-                fd = _libbpf.map_get_fd_by_id(map_id)
-                try:
-                    _libbpf.object_reuse_map(self.obj, name, fd)
-                finally:
-                    os.close(fd)
-            if target.attach:
-                _libbpf.object_set_iter_target(self.obj, target.program, target.attach)
-            for section, offset, value in target.initial:
-                _libbpf.object_set_initial(self.obj, section, offset, value)
-            _libbpf.object_load(self.obj)
-        except OSError:
-            _libbpf.object_close(self.obj)
-            raise
-
-    def close(self) -> None:
-        _libbpf.object_close(self.obj)
-
-
-_LIBBPF_LEVELS = {"warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
-_libbpf_log = logging.getLogger("iterfs.libbpf")
-
-
-def _log_libbpf(level: str, text: str) -> None:
-    # a failed load's verifier log arrives here, at warning level, in full
-    _libbpf_log.log(_LIBBPF_LEVELS[level], "%s", text.rstrip("\n"))
-
-
-_Key = tuple
-
-
-def _key(target: Target) -> _Key:
-    # one load per object file version, per target the generic program is
-    # attached to, per set of global values and per map a placeholder stands for
-    return (target.object_path, target.attach, target.version, target.initial, target.maps)
-
-
-class Programs:
-    """Loaded objects, one per file (and attach target), loaded on first use and kept until close()."""
-
-    def __init__(self) -> None:
-        _libbpf.set_log_handler(_log_libbpf)
-        self._lock = threading.Lock()
-        # per key being loaded: its lock, and how many opens hold or wait for it; the entry
-        # goes with the last of them, so every load of a key takes the same lock
-        self._loading: dict[_Key, list] = {}
-        self._loaded: dict[_Key, _Loaded | _Failure] = {}
-        self._users: dict[_Key, int] = {}  # opens between prog_fd() and done()
-        self._idle: OrderedDict[_Key, None] = OrderedDict()  # variants no open is using, oldest first
-        self._current: dict[Path, tuple] = {}  # a user object's newest loaded version
-
-    def prog_fd(self, target: Target, load: bool = True) -> int:
-        """The program's fd; its load counts as used, and stays open, until done(target).
-
-        load=False: raise NotLoaded rather than load (a load blocks for milliseconds).
-        """
-        if target.refused:
-            raise Refused(target.refused, f"{target.name}: {refusal(target.refused)}")
-        key = _key(target)
-        fd = self._use(target, key)
-        if fd is not None:
-            return fd
-        if not load:
-            raise NotLoaded(target.name)
-        with self._lock:
-            loading = self._loading.setdefault(key, [threading.Lock(), 0])
-            loading[1] += 1
-        try:
-            with loading[0]:  # one load per key, however many first opens race
-                fd = self._load_once(target, key)
-        finally:
-            with self._lock:
-                loading[1] -= 1
-                if not loading[1]:
-                    del self._loading[key]
-        if fd is None:  # evicted while idle between our load and our use: load again
-            return self.prog_fd(target, load)
-        return fd
-
-    def _load_once(self, target: Target, key: _Key) -> int | None:
-        """Load unless an open that held the key's lock before us did; then use the load. Under its lock."""
-        with self._lock:
-            present = key in self._loaded
-        if not present:
-            loaded = self._load(target)
-            if isinstance(loaded, _Failure) and target.maps and loaded.kind is not Refused:
-                # a load for one map is made per open anyway: a failure (ENOMEM, a map gone)
-                # is that open's, not the map's for good
-                raise loaded.exception()
-            closing = []
-            with self._lock:
-                self._loaded[key] = loaded
-                if target.version is not None:
-                    self._current[target.object_path] = target.version
-                if isinstance(loaded, _Failure) and (target.initial or target.maps):
-                    closing = self._keep_idle(key)  # failures of value sets and maps are bounded too
-            self._close(closing)
-            if target.version is not None:
-                self._retire(target)
-        return self._use(target, key)
-
-    def _use(self, target: Target, key: _Key) -> int | None:
-        # one critical section from finding the load to counting its user: nothing
-        # closes a load with users, so the fd stays valid until done()
-        with self._lock:
-            loaded = self._loaded.get(key)
-            if loaded is None:
-                return None
-            if isinstance(loaded, _Failure):
-                raise loaded.exception()
-            self._users[key] = self._users.get(key, 0) + 1
-            self._idle.pop(key, None)
-            return _libbpf.object_program_fd(loaded.obj, target.program)
-
-    def done(self, target: Target) -> None:
-        """An open has its link: the kernel holds the program, the load may go when idle."""
-        key = _key(target)
-        closing = []
-        with self._lock:
-            self._users[key] -= 1
-            if self._users[key]:
-                return
-            del self._users[key]
-            if (target.version is not None and self._current.get(target.object_path) != target.version) \
-                    or target.maps:
-                # a replaced object's last open is done with it; a load for one map would keep
-                # that map alive after its owner let go of it
-                closing.append(self._loaded.pop(key))
-            elif target.initial:
-                closing = self._keep_idle(key)
-        self._close(closing)
-
-    def _keep_idle(self, key: _Key) -> list:
-        """Mark a value-set load idle; the loads beyond MAX_IDLE_VARIANTS to close. Under _lock."""
-        self._idle[key] = None
-        closing = []
-        while len(self._idle) > MAX_IDLE_VARIANTS:
-            oldest, _ = self._idle.popitem(last=False)
-            closing.append(self._loaded.pop(oldest))
-        return closing
-
-    @staticmethod
-    def _close(loads: list) -> None:
-        for loaded in loads:
-            if isinstance(loaded, _Loaded):
-                loaded.close()
-
-    @staticmethod
-    def _load(target: Target) -> _Loaded | _Failure:
-        started = time.monotonic()
-        try:
-            loaded = _Loaded(target)
-        except OSError as e:
-            # libbpf has logged the verifier's output just before this line. EPERM is never the
-            # verifier's verdict on a program (that is EACCES or EINVAL): it is the kernel's policy.
-            if e.errno == errno.EPERM:
-                log.error("%s: the kernel refused program %s of %s (EPERM); its files give EPERM",
-                          target.name, target.program, target.object_path)
-                return _Failure(Refused, errno.EPERM, f"{target.object_path.name}: {refusal(errno.EPERM)}")
-            log.error("%s: program %s of %s failed to load (%s); its files give EIO",
-                      target.name, target.program, target.object_path, e.strerror)
-            return _Failure(LoadFailed, errno.EIO, f"{target.object_path.name} failed to load: {e.strerror}")
-        log.info("%s: loaded %s in %.1f ms", target.name, target.object_path.name,
-                 (time.monotonic() - started) * 1e3)
-        return loaded
-
-    def _retire(self, current: Target) -> None:
-        """Close loads of older versions of current's object file.
-
-        Opens still reading them keep going: the kernel holds their program
-        through their links. New opens use the current version.
-        """
-        with self._lock:
-            stale = [key for key in self._loaded
-                     if key[0] == current.object_path and key[2] not in (None, current.version)
-                     and key not in self._users]
-            closing = [self._loaded.pop(key) for key in stale]
-            for key in stale:
-                self._idle.pop(key, None)
-        self._close(closing)
-        if stale:
-            log.info("%s: replaced; %d load(s) of the old file closed", current.object_path, len(stale))
-
-    @property
-    def loaded(self) -> list[_Key]:
-        with self._lock:
-            return [key for key, l in self._loaded.items() if isinstance(l, _Loaded)]
-
-    def close(self) -> None:
-        with self._lock:
-            loaded, self._loaded = self._loaded, {}
-        for obj in loaded.values():
-            if isinstance(obj, _Loaded):
-                obj.close()
-
-
 class Iterator:
     """One walk of the kernel's current state: its own link and iterator fd."""
 
-    def __init__(self, target: str, prog_fd: int, link_info: bytes | None, walked_by: str | None = None):
+    def __init__(self, target: str, prog_fd: int, link_info: bytes | None, through: str | None = None):
         self.target = target
-        self.walked_by = walked_by  # the target whose program makes this one's lines in one go
+        self.through = through  # the target whose program makes this one's lines in one go
         self.produced = 0
         self.link_fd = _libbpf.link_create(prog_fd, link_info)
         try:
@@ -294,7 +58,7 @@ class Iterator:
         """A walk of an iterator link pinned in bpffs: open(2) on the pin makes one."""
         iterator = cls.__new__(cls)
         iterator.target = target
-        iterator.walked_by = None
+        iterator.through = None
         iterator.produced = 0
         iterator.link_fd = -1  # the pin holds the link
         iterator.iter_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -318,10 +82,10 @@ class Iterator:
             # kernel/bpf/cgroup_iter.c: cgroup_mutex is held for one read() only
             return OSError(e.errno, f"{self.target}: the kernel cannot continue this walk after "
                                     f"{self.produced} bytes (one read buffer); narrow it with id= and order=")
-        if e.errno == errno.E2BIG and self.walked_by:
+        if e.errno == errno.E2BIG and self.through:
             return OSError(e.errno, f"{self.target}: its lines are larger than the kernel's read buffer "
                                     f"({KERNEL_READ} bytes): this kernel refuses {self.target} programs, and "
-                                    f"the {self.walked_by} program that makes them instead makes them in one go")
+                                    f"the {self.through} program that makes them instead makes them in one go")
         if e.errno == errno.E2BIG:
             return OSError(e.errno, f"{self.target}: one object's output is larger than the kernel's "
                                     f"read buffer ({KERNEL_READ} bytes)")
@@ -366,7 +130,6 @@ class Stream:
         self._eof = False
         self._error: OSError | None = None
         self._closed = False
-        self.served = 0
 
     @property
     def _produced(self) -> int:
@@ -417,7 +180,6 @@ class Stream:
         if drop > 0:
             del self._buf[:drop]
             self._base += drop
-        self.served += len(data)
         return data
 
     def try_close(self) -> bool:
@@ -445,33 +207,36 @@ class Iterators:
     """Opens iterators by target name and parameters; owns every kernel handle it made."""
 
     def __init__(self, catalog: Catalog):
-        self.catalog = catalog
-        self.programs = Programs()
+        self._catalog = catalog
+        self._programs = Programs()
         self._lock = threading.Lock()
         self._open: set[Iterator] = set()
 
     @contextlib.contextmanager
-    def _link_parts(self, target_name: str, params: params_mod.Params, view: str | None, load: bool):
-        """(prog_fd, link_info, target) for a link of target, view and params, valid inside the block."""
-        target = self.catalog.get(target_name, view, params)
-        schema = target_schema(target)
-        params_mod.check(target_name, params, schema)
-        prog_fd = self.programs.prog_fd(target, load)
+    def _link_parts(self, target: str, params: Params, view: str | None, block: bool):
+        """(prog_fd, link_info, recipe) for a link of target, view and params, valid inside the block."""
+        if view is not None:
+            # a view's object may have been replaced or removed: look at the directories first
+            if not block:
+                raise WouldBlock(f"{target}/{view}: the objects directories are looked at first")
+            self._catalog.refresh_views()
+        recipe = self._catalog.recipe(target, view, params)
+        probes.check(recipe.schema, params)
+        prog_fd = self._programs.prog_fd(recipe, block)
         try:
-            if target.walks:  # the program walks what params name itself: its link takes none
-                yield prog_fd, None, target
+            if recipe.through:  # the program walks what params name itself: its link takes none
+                yield prog_fd, None, recipe
                 return
-            with params_mod.link_info(target_name, params, schema) as link_info:
-                yield prog_fd, link_info, target
+            with probes.link_info(recipe.schema, params) as link_info:
+                yield prog_fd, link_info, recipe
         finally:
-            self.programs.done(target)
+            self._programs.release(recipe)
 
-    def open(self, target_name: str, params: params_mod.Params, view: str | None = None,
-             load: bool = True) -> Iterator:
+    def open(self, target: str, params: Params, view: str | None = None, block: bool = True) -> Iterator:
         """A new walk. Loads the target's program on first use, which blocks;
-        load=False raises NotLoaded instead, for callers that must not block."""
-        with self._link_parts(target_name, params, view, load) as (prog_fd, link_info, target):
-            iterator = Iterator(target_name, prog_fd, link_info, target.walks)
+        block=False raises WouldBlock instead, for callers that must not block."""
+        with self._link_parts(target, params, view, block) as (prog_fd, link_info, recipe):
+            iterator = Iterator(target, prog_fd, link_info, recipe.through)
         with self._lock:
             self._open.add(iterator)
         return iterator
@@ -479,15 +244,15 @@ class Iterators:
     def open_pin(self, path: str, target: str) -> Iterator:
         """A new walk of the iterator link pinned at path (still an iterator link?). Blocks."""
         if pins.inspect(path) is None:
-            raise LookupError(f"{path}: no longer an iterator pin")
+            raise NotFound(f"{path}: no longer an iterator pin")
         iterator = Iterator.of_pin(path, target)
         with self._lock:
             self._open.add(iterator)
         return iterator
 
-    def pin(self, target_name: str, params: params_mod.Params, path: str) -> None:
+    def pin(self, target: str, params: Params, path: str) -> None:
         """Pin a link for target and params at path in bpffs; it outlives this process."""
-        with self._link_parts(target_name, params, None, True) as (prog_fd, link_info, _):
+        with self._link_parts(target, params, None, True) as (prog_fd, link_info, _):
             link_fd = _libbpf.link_create(prog_fd, link_info)
         try:
             _libbpf.obj_pin(link_fd, path)
@@ -504,9 +269,22 @@ class Iterators:
         with self._lock:
             return len(self._open)
 
+    def status(self) -> dict:
+        """The targets, the programs loaded and the iterators open, for .iterfs/status."""
+        targets = self._catalog.targets
+        return {
+            "targets": sorted(targets),
+            # the kernel refuses every program for these: their files give that errno
+            "refused_targets": {name: refusal(r.refused) for name, r in sorted(targets.items()) if r.refused},
+            # targets served through a program of another target, since the kernel refuses their own
+            "served_through": {name: r.through for name, r in sorted(targets.items()) if r.through},
+            "loaded_programs": self._programs.loaded,
+            "open_iterators": self.open_count,
+        }
+
     def close(self) -> None:
         with self._lock:
             still_open, self._open = self._open, set()
         for iterator in still_open:
             iterator.close()
-        self.programs.close()
+        self._programs.close()

@@ -22,13 +22,14 @@ from typing import Callable
 import pyfuse3
 import trio
 
-from .catalog import BUNDLED_DIR, Catalog
+from .catalog import BUNDLED_DIR, Catalog, CatalogError
 from .fs import IterFS
 from .iterator import Iterators
-from .mounts import mount_points, within
-from .pins import Mirror
-from .views import SYSTEM_DIR
+from .mounts import mount_points
+from .pins import Mirror, NotInBpffs, require_bpffs
+from .programs import route_libbpf_log
 from .tree import Tree
+from .views import default_directories
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,11 @@ def check_host(mountpoint: Path) -> None:
 
 
 def check_bpffs(paths: list[Path]) -> None:
-    bpffs = mount_points("bpf")
     for path in paths:
-        if not within(os.path.realpath(path), bpffs):
-            raise MountError(f"--bpffs {path}: not in a bpf filesystem (mount -t bpf bpf {path})")
+        try:
+            require_bpffs(path)
+        except NotInBpffs as e:
+            raise MountError(f"--bpffs {e}") from None
 
 
 def mount(opts: Options, configure_logging: Callable[[], None]) -> None:
@@ -152,11 +154,11 @@ def _write_pid_file(opts: Options) -> None:
 def serve(opts: Options, ready: Callable[[], None]) -> None:
     """Mount, call ready(), serve until unmounted or signalled, then release everything."""
     _raise_fd_limit()
-    objects = opts.objects or ([SYSTEM_DIR] if SYSTEM_DIR.is_dir() else [])
+    route_libbpf_log()
     try:
-        catalog = Catalog(opts.bpf_dir, objects=objects)
-    except Exception as e:
-        raise MountError(str(e)) from None
+        catalog = Catalog(opts.bpf_dir, objects=default_directories(opts.objects))
+    except (CatalogError, OSError) as e:  # anything else is a bug: its traceback goes to the log
+        raise MountError(str(e)) from e
     if catalog.cannot_load:
         raise MountError(catalog.cannot_load)
     log.info("serving %s from %s", ", ".join(sorted(catalog.targets)), catalog.bpf_dir)
@@ -169,11 +171,16 @@ def serve(opts: Options, ready: Callable[[], None]) -> None:
         pyfuse3.init(operations, str(opts.mountpoint), options)
     except RuntimeError as e:
         raise MountError(f"cannot mount on {opts.mountpoint}: {e}") from None
+    clean = False
     try:
         ready()
         trio.run(_main)
+        clean = True
     finally:
-        pyfuse3.close(unmount=True)
+        # after a crash the mount stays, so readers get ENOTCONN rather than the empty
+        # directory beneath it (which a log shipper would take for "no objects");
+        # iterfs umount (fusermount3 -u) removes it
+        pyfuse3.close(unmount=clean)
         operations.close()
         if opts.pid_file:
             opts.pid_file.unlink(missing_ok=True)

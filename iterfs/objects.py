@@ -27,8 +27,6 @@ class ObjectError(Exception):
 class IterProgram:
     name: str  # the C function name, which libbpf uses as the program name
     target: str  # the iterator target, e.g. "task_vma"
-    section: str
-    sleepable: bool
 
 
 @dataclass(frozen=True)
@@ -71,9 +69,4 @@ def _programs(elf: ELFFile):
         section = elf.get_section(index).name
         for prefix in _ITER_PREFIXES:
             if section.startswith(prefix):
-                yield IterProgram(
-                    name=symbol.name,
-                    target=section[len(prefix):],
-                    section=section,
-                    sleepable=prefix == "iter.s/",
-                )
+                yield IterProgram(name=symbol.name, target=section[len(prefix):])

@@ -115,15 +115,19 @@ class Mirror:
         return sorted(names)
 
 
-def check_bpffs_path(path: Path) -> None:
-    """Refuse a pin path outside bpffs with a sentence saying so."""
-    if not within(os.path.realpath(path.parent), bpffs_mounts()):
-        raise ValueError(f"{path.parent} is not in a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
+class NotInBpffs(ValueError):
+    """A path that must be in a bpf filesystem is not; the message says how to mount one."""
+
+
+def require_bpffs(path: Path) -> None:
+    """Raise NotInBpffs unless path is in a bpf filesystem (symlinks resolved)."""
+    if not within(os.path.realpath(path), bpffs_mounts()):
+        raise NotInBpffs(f"{path} is not in a bpf filesystem (mount -t bpf bpf {path})")
 
 
 def unpin(path: Path) -> None:
     """Remove an iterator pin; anything else pinned there (or a link to one) is left alone."""
-    check_bpffs_path(path)
+    require_bpffs(path.parent)
     try:
         st = os.lstat(path)
     except OSError as e:

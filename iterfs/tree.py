@@ -19,17 +19,25 @@ from __future__ import annotations
 import enum
 import itertools
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from . import params as params_mod
+from . import params as params_mod, probes
 from .catalog import Catalog
+from .errors import NotFound
 from .pins import Mirror, Pin
 
 ROOT_INODE = 1  # FUSE_ROOT_ID
 README = "README"
 PINNED = "pinned"
 CONTROL = ".iterfs"  # the daemon's own files: .iterfs/status
+# Targets, READMEs and `all` never change while mounted; parameter files are re-checked
+# at open, so a short cache only delays ls/stat noticing that a process has gone.
+STATIC_TIMEOUT = 300.0
+PARAM_TIMEOUT = 1.0
+XATTR_PREFIX = "user.iterfs."
 
 
 class Kind(enum.Enum):
@@ -59,6 +67,15 @@ class Node:
         return self.key is None
 
 
+class Attributes(NamedTuple):
+    """What stat(2) says of a node, less what every node shares (owner, times)."""
+
+    mode: int
+    nlink: int
+    size: int
+    timeout: float  # how long the kernel may cache the entry and these attributes
+
+
 class Tree:
     def __init__(self, catalog: Catalog, mirror: Mirror | None = None):
         self._catalog = catalog
@@ -75,9 +92,10 @@ class Tree:
             directory = self._new(Kind.DIR, name, target=name)
             self.root.children[name] = directory
             directory.children[README] = self._new(Kind.README, README, target=name)
-            if params_mod.schema_for(name).walks_all:
+            schema = catalog.schema(name)
+            if schema.walks_all:
                 directory.children[params_mod.ALL] = self._new(
-                    Kind.ITER, params_mod.ALL, target=name, params=params_mod.parse(name, params_mod.ALL))
+                    Kind.ITER, params_mod.ALL, target=name, params=schema.parse(params_mod.ALL))
 
     def _new(self, kind: Kind, name: str, **kw) -> Node:
         node = Node(next(self._inodes), kind, name, **kw)
@@ -94,50 +112,61 @@ class Tree:
             return node
 
     def node(self, inode: int) -> Node:
-        """The node of inode; KeyError if the kernel holds no reference to it."""
+        """The node of inode; NotFound if the kernel holds no reference to it."""
         with self._lock:
-            return self._nodes[inode]
+            node = self._nodes.get(inode)
+        if node is None:
+            raise NotFound(f"inode {inode} is not known")
+        return node
+
+    def blocks(self, node: Node, name: str | None = None) -> bool:
+        """Whether looking up name in node (without a name: listing node, or its xattrs) looks
+        at files outside the tree (bpffs, the objects directories, /proc): an event loop runs
+        it in a worker thread. A target's own files never do."""
+        if node.kind in (Kind.MIRROR, Kind.PIN):
+            return True
+        if name is None:
+            return node.target is not None and node.kind is Kind.DIR
+        # a name under a target that is not a parameter file is a view, or nothing: the
+        # objects directories are looked at again before saying which
+        return node.kind is Kind.DIR and node.target is not None and node.view is None \
+            and name not in node.children and "=" not in name
 
     def lookup(self, parent: Node, name: str) -> Node:
-        """The node called name in parent; LookupError (or ParamError) saying why not.
+        """The node called name in parent; NotFound (a ParamError for parameters) saying why not.
 
         Everything is checked before a node is made: a name that does not
         exist leaves nothing behind.
         """
-        if parent.kind is Kind.MIRROR:
-            return self._mirror_node(os.path.join(parent.path, name))
-        if parent.kind is not Kind.DIR:
-            raise LookupError(f"{parent.name} is not a directory")
-        if name in parent.children:
-            return parent.children[name]
-        if parent is self.root:
-            raise LookupError(f"no target {name!r} on this mount")
-        if parent.target is None:
-            raise LookupError(f"no {name!r} in {parent.name}")
-        target, view = parent.target, parent.view
-        if view is None and name in self._catalog.views(target):
-            return self._view_node(target, name)
-        if view is not None:
-            self._catalog.get(target, view)  # the view's object may have gone
-            if name == README:
-                return self._readme_node(target, view)
-        schema = self._catalog.schema(target, view)
-        params = params_mod.parse(target, name, schema)
-        params_mod.check(target, params, schema)
-        return self._params_node(target, view, params)
+        if self.blocks(parent, name) and parent.kind is Kind.DIR:
+            self._catalog.refresh_views()
+        return self._resolve(parent, name, check=True)
 
     def entry(self, directory: Node, name: str) -> Node:
         """The node for a name listing() gave (no existence check: it was just listed)."""
-        if directory.kind is Kind.MIRROR:
-            return self._mirror_node(os.path.join(directory.path, name))
-        if name in directory.children:
-            return directory.children[name]
-        target, view = directory.target, directory.view
+        return self._resolve(directory, name, check=False)
+
+    def _resolve(self, parent: Node, name: str, check: bool) -> Node:
+        if parent.kind is Kind.MIRROR:
+            return self._mirror_node(os.path.join(parent.path, name))
+        if parent.kind is not Kind.DIR:
+            raise NotFound(f"{parent.name} is not a directory")
+        if name in parent.children:
+            return parent.children[name]
+        if parent is self.root:
+            raise NotFound(f"no target {name!r} on this mount")
+        if parent.target is None:
+            raise NotFound(f"no {name!r} in {parent.name}")
+        target, view = parent.target, parent.view
         if view is None and name in self._catalog.views(target):
             return self._view_node(target, name)
+        schema = self._catalog.schema(target, view)  # NotFound if the view has gone
         if view is not None and name == README:
             return self._readme_node(target, view)
-        return self._params_node(target, view, params_mod.parse(target, name, self._catalog.schema(target, view)))
+        params = schema.parse(name)
+        if check:
+            probes.check(schema, params)
+        return self._params_node(target, view, params)
 
     def _params_node(self, target: str, view: str | None, params: params_mod.Params) -> Node:
         return self._node_for((target, view, params.name), Kind.ITER, params.name, target=target, view=view,
@@ -152,31 +181,61 @@ class Tree:
     def _mirror_node(self, path: str) -> Node:
         found = self._mirror.lookup(path)
         if found is None:
-            raise LookupError(f"{path}: not a directory or iterator pin in bpffs")
+            raise NotFound(f"{path}: not a directory or iterator pin in bpffs")
         if found == "dir":
             return self._node_for((PINNED, path), Kind.MIRROR, os.path.basename(path), path=path)
         return self._node_for((PINNED, path), Kind.PIN, os.path.basename(path), target=found.target, path=path)
 
     def pin(self, node: Node) -> Pin:
-        """What is pinned at a PIN node's path now; LookupError if that is no iterator link anymore."""
+        """What is pinned at a PIN node's path now; NotFound if that is no iterator link anymore."""
         found = self._mirror.lookup(node.path)
         if not isinstance(found, Pin):
-            raise LookupError(f"{node.path}: no longer an iterator pin")
+            raise NotFound(f"{node.path}: no longer an iterator pin")
         return found
 
     def listing(self, directory: Node) -> list[str]:
-        """What ls shows: static entries, views, then the parameter files that exist now."""
+        """What ls shows: static entries, views, then the parameter files that exist now.
+        Blocks when blocks(directory) says so."""
         if directory.kind is Kind.MIRROR:
             return self._mirror.entries(directory.path)
         names = list(directory.children)
         if directory.target is None:  # the root, .iterfs
             return names
+        self._catalog.refresh_views()
         if directory.view is None:
             names += sorted(self._catalog.views(directory.target))
         else:
             names.append(README)
         schema = self._catalog.schema(directory.target, directory.view)
-        return names + [n for n in params_mod.listing(directory.target, schema) if n not in directory.children]
+        return names + [n for n in probes.listing(schema) if n not in directory.children]
+
+    def readme(self, node: Node) -> bytes:
+        """A README node's text: a target's made once, a view's from the view as last seen."""
+        return self._catalog.recipe(node.target, node.view).readme.encode()
+
+    def attributes(self, node: Node) -> Attributes:
+        timeout = STATIC_TIMEOUT if node.permanent else PARAM_TIMEOUT
+        if node.kind in (Kind.DIR, Kind.MIRROR):
+            subdirectories = sum(1 for c in node.children.values() if c.kind is Kind.DIR)
+            return Attributes(stat.S_IFDIR | 0o555, 2 + subdirectories, 0, timeout)
+        # an iterator's size is unknown until it is read: like /proc, st_size is 0
+        size = len(self.readme(node)) if node.kind is Kind.README else 0
+        return Attributes(stat.S_IFREG | 0o444, 1, size, timeout)
+
+    def xattrs(self, node: Node) -> dict[str, str]:
+        """user.iterfs.*: a file's target and parameters (a pin's as its link's fdinfo says).
+        Blocks for a pin (blocks(node) says so)."""
+        if node.kind is Kind.PIN:
+            pin = self.pin(node)
+            values = {"target": pin.target, "link_id": str(pin.link_id), "prog_id": str(pin.prog_id),
+                      **pin.params}
+        elif node.kind is Kind.ITER:
+            view = {"view": node.view} if node.view else {}
+            values = {"target": node.target, **view,
+                      **self._catalog.schema(node.target, node.view).as_text(node.params)}
+        else:
+            return {}
+        return {XATTR_PREFIX + key: value for key, value in values.items()}
 
     def remember(self, node: Node) -> None:
         with self._lock:

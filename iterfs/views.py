@@ -1,11 +1,15 @@
 """Users' own iterator programs: every ``.bpf.o`` in the --objects directories.
 
 Each ``SEC("iter/<target>")`` program becomes a view ``MNT/<target>/<program>/``.
-The directories are looked at again on every question, and an object is read
-again (pyelftools, never loaded here) only when its file changed, so objects
-added, replaced or removed show without a remount. A view carries its file's
-identity (inode, mtime, size): a replaced object is a new view version, which
-new opens load while old opens finish on the program they have.
+Questions are answered from a snapshot, which refresh() makes again: the
+filesystem refreshes it, in a worker thread, whenever a request is about
+views (listing a target, looking up a name that is not a parameter file,
+opening a view's file), so objects added, replaced or removed show without
+a remount and a target's own files never wait for a look at the directories.
+An object is read again (pyelftools, never loaded here) only when its file
+changed. A view carries its file's identity (inode, mtime, size): a replaced
+object is a new view version, which new opens load while old opens finish on
+the program they have; the load checks the identity on the file it loads.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,13 @@ log = logging.getLogger(__name__)
 SYSTEM_DIR = Path("/etc/iterfs/objects")
 RESERVED = {"README", "all"}
 
+FileIdentity = tuple[int, int, int]  # (inode, mtime ns, size) of an object file
+
+
+def default_directories(given: list[Path]) -> list[Path]:
+    """The objects directories to serve: those given, or SYSTEM_DIR if it exists."""
+    return list(given) or ([SYSTEM_DIR] if SYSTEM_DIR.is_dir() else [])
+
 
 class ViewsError(RuntimeError):
     pass
@@ -36,7 +48,7 @@ class View:
     name: str  # the directory name: the program's name
     object_path: Path
     program: str
-    version: tuple[int, int, int]  # (inode, mtime ns, size) of the object file
+    identity: FileIdentity  # of the object file as it was read
     globals: tuple[Global, ...] = ()  # the object's global variables, from its BTF
 
 
@@ -66,11 +78,11 @@ def check_directory(path: Path) -> None:
                              "iterfs loads kernel code from it")
 
 
-def open_object(path: Path, version: tuple[int, int, int] | None = None) -> int:
+def open_object(path: Path, identity: FileIdentity | None = None) -> int:
     """An fd of the object file at path, not through a symlink, checked on the fd itself.
 
     Returns the fd (the caller reads /proc/self/fd/N and closes it); raises
-    ViewsError if the file is not root's alone, or is not the version given.
+    ViewsError if the file is not root's alone, or is not the file identity gives.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     st = os.fstat(fd)
@@ -78,7 +90,7 @@ def open_object(path: Path, version: tuple[int, int, int] | None = None) -> int:
         os.close(fd)
         raise ViewsError(f"must be a regular file owned by root and not writable by group or others "
                          f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
-    if version is not None and (st.st_ino, st.st_mtime_ns, st.st_size) != version:
+    if identity is not None and (st.st_ino, st.st_mtime_ns, st.st_size) != identity:
         os.close(fd)
         raise ViewsError("changed since it was read")
     return fd
@@ -90,8 +102,32 @@ class UserObjects:
             check_directory(directory)
         self.directories = directories
         self._kernel = kernel_targets
-        self._read: dict[Path, tuple[tuple[int, int, int], list[View]]] = {}
+        self._read: dict[Path, tuple[FileIdentity, list[View]]] = {}
         self._refused: dict[Path, str] = {}
+        self._duplicates: set[tuple[Path, str, str]] = set()  # reported once each
+        self._refreshing = threading.Lock()
+        self._snapshot: dict[str, dict[str, View]] = {}  # target -> name -> view; replaced whole
+        self.refresh()
+
+    def views(self, target: str) -> dict[str, View]:
+        """The views of target, by name, as the last refresh() found them. Never blocks."""
+        return self._snapshot.get(target, {})
+
+    def refresh(self) -> None:
+        """Look at the directories and their objects again. Blocks."""
+        if not self.directories:
+            return
+        with self._refreshing:  # one look at a time: _read and _refused are the looks' own
+            snapshot: dict[str, dict[str, View]] = {}
+            for view in self._all():
+                found = snapshot.setdefault(view.target, {})
+                if view.name not in found:
+                    found[view.name] = view
+                elif (view.object_path, view.target, view.name) not in self._duplicates:
+                    self._duplicates.add((view.object_path, view.target, view.name))
+                    log.warning("%s: view %s/%s is already served by %s", view.object_path, view.target,
+                                view.name, found[view.name].object_path)
+            self._snapshot = snapshot
 
     def _directories(self) -> list[Path]:
         """The directories that are still safe: checked again on every look."""
@@ -106,21 +142,8 @@ class UserObjects:
             safe.append(directory)
         return safe
 
-    def views(self, target: str) -> dict[str, View]:
-        """The views of target as the directories hold them now, by name."""
-        found: dict[str, View] = {}
-        for view in self._all():
-            if view.target != target:
-                continue
-            if view.name in found:
-                log.warning("%s: view %s/%s is already served by %s", view.object_path, target, view.name,
-                            found[view.name].object_path)
-            else:
-                found[view.name] = view
-        return found
-
     def _all(self) -> list[View]:
-        seen: dict[Path, tuple[int, int, int]] = {}
+        seen: dict[Path, FileIdentity] = {}
         for directory in self._directories():
             try:
                 entries = sorted(directory.glob("*.bpf.o"))
@@ -146,10 +169,10 @@ class UserObjects:
             log.info("%s: removed, its views are gone", path)
             del self._read[path]
         views = []
-        for path, version in seen.items():
+        for path, identity in seen.items():
             known = self._read.get(path)
-            if known is None or known[0] != version:
-                known = self._read[path] = (version, self._views_of(path, version))
+            if known is None or known[0] != identity:
+                known = self._read[path] = (identity, self._views_of(path, identity))
             views.extend(known[1])
         return views
 
@@ -158,10 +181,10 @@ class UserObjects:
             log.error("ignoring %s: %s", path, why)
             self._refused[path] = why
 
-    def _views_of(self, path: Path, version: tuple[int, int, int]) -> list[View]:
+    def _views_of(self, path: Path, identity: FileIdentity) -> list[View]:
         """The views one object file offers; a broken object offers none, and says why once."""
         try:
-            fd = open_object(path, version)
+            fd = open_object(path, identity)
         except (OSError, ViewsError) as e:
             log.error("ignoring %s: %s", path, getattr(e, "strerror", None) or e)
             return []
@@ -191,6 +214,6 @@ class UserObjects:
             elif program.name in RESERVED:
                 log.error("%s: program %s: the name is taken by the tree", path, program.name)
             else:
-                views.append(View(program.target, program.name, path, program.name, version, globals_))
+                views.append(View(program.target, program.name, path, program.name, identity, globals_))
         log.info("%s: views %s", path, ", ".join(f"{v.target}/{v.name}" for v in views) or "none")
         return views

@@ -9,16 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import Child, Mount, start_mount
+from helpers import ITERFS, Child, Mount, start_mount
 
 IN_CI = os.environ.get("CI") == "true"
 ROOT = Path(__file__).resolve().parent.parent
-ITERFS = Path(sys.executable).with_name("iterfs")
 
 
 def missing(what: str) -> None:

@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+# the installed command, beside this interpreter (the venv make setup made)
 ITERFS = Path(sys.executable).with_name("iterfs")
 CHILD = Path(__file__).with_name("child_proc.py")
 

@@ -68,3 +68,25 @@ def test_every_bundled_target_has_a_readme_naming_its_parameters():
             assert f"{key}=" in readme, f"{target}/README does not mention {key}="
         assert (f"{target}/all" in readme or "  all " in readme) == schema.walks_all
         assert f"`{target}`" in readme_md, f"README.md does not list {target}"
+
+
+def test_the_readme_table_of_layers_is_the_import_graph():
+    """Every module is in "How one cat travels", and imports only modules of rows below its own."""
+    import ast
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## How one `cat` travels"):].split("\n\n")[1]
+    rows = [set(re.findall(r"`iterfs/(\w+)(?:\.py|/)`", line)) for line in table.splitlines()[2:]]
+    row_of = {module: index for index, modules in enumerate(rows) for module in modules}
+    modules = {p.stem for p in (ROOT / "iterfs").glob("*.py")} - {"__init__", "__main__", "mount_helper"}
+    assert modules | {"_libbpf"} == set(row_of), "modules missing from the README table, or gone from iterfs/"
+    entry_points = rows[-1]
+    for module in sorted(modules - entry_points):
+        tree = ast.parse((ROOT / "iterfs" / f"{module}.py").read_text())
+        imported = {n.module.split(".")[0] if n.module else a.name
+                    for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1
+                    for a in n.names}
+        for other in imported:
+            assert row_of[other] > row_of[module] or (row_of[other] == row_of[module] and other != module), \
+                f"{module} imports {other}, which the README puts above it"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from iterfs import params
+from iterfs import probes
 
 pytestmark = pytest.mark.fuse
 
@@ -23,7 +23,7 @@ def cgroup_rows(text: str) -> list[tuple[int, int, str]]:
 @pytest.fixture
 def cgroup_tree():
     """root/P, P/a, P/a/g, P/b (created in that order); yields {name: (id, level, path)}."""
-    root = Path(params.cgroup2_root())
+    root = Path(probes.cgroup2_root())
     top = root / f"iterfs test {uuid.uuid4().hex[:6]}"  # a space: paths are the last column
     made = [top, top / "a", top / "a" / "g", top / "b"]
     for path in made:
@@ -51,7 +51,7 @@ def test_cgroup_orders_below_a_cgroup(mount, cgroup_tree, order, expected):
 def test_cgroup_ancestors_up_reaches_the_root(mount, cgroup_tree):
     rows = cgroup_rows(mount.read(f"cgroup/id={cgroup_tree['g'][0]},order=ancestors_up"))
     assert rows[:3] == [cgroup_tree["g"], cgroup_tree["a"], cgroup_tree["P"]]
-    assert rows[-1] == (os.stat(params.cgroup2_root()).st_ino, 0, "/")
+    assert rows[-1] == (os.stat(probes.cgroup2_root()).st_ino, 0, "/")
 
 
 def test_cgroup_all_and_listing(mount, cgroup_tree):
@@ -101,7 +101,7 @@ def test_kmem_cache_matches_slabinfo(mount):
 def test_served_targets_are_exactly_the_kernels(mount):
     from iterfs.catalog import BUNDLED_DIR
     from iterfs.objects import read_object
-    from iterfs.targets import kernel_targets
+    from iterfs.discovery import kernel_targets
 
     bundled = {p.target for path in BUNDLED_DIR.glob("*.bpf.o") for p in read_object(path).programs}
     kernel = kernel_targets()
@@ -113,7 +113,7 @@ def test_served_targets_are_exactly_the_kernels(mount):
 
 
 def test_dmabuf_reads(mount):
-    from iterfs.targets import kernel_targets
+    from iterfs.discovery import kernel_targets
 
     if "dmabuf" not in kernel_targets():
         assert "dmabuf" not in os.listdir(mount.path)
@@ -131,7 +131,7 @@ def test_dmabuf_reads(mount):
 
 def test_a_cgroup_walk_larger_than_one_read_fails_clearly(mount):
     """The kernel cannot continue a cgroup walk in a second read(): the reader must not get a short walk."""
-    top = Path(params.cgroup2_root()) / f"iterfs-wide-{uuid.uuid4().hex[:6]}"
+    top = Path(probes.cgroup2_root()) / f"iterfs-wide-{uuid.uuid4().hex[:6]}"
     top.mkdir()
     children = [top / f"child-with-a-longish-name-{i:04d}" for i in range(700)]  # > 32 KiB of lines
     try:
@@ -147,7 +147,7 @@ def test_a_cgroup_walk_larger_than_one_read_fails_clearly(mount):
         assert 0 < got.count(b"\n") - 1 < len(children) + 1  # what came before the error, not the whole walk
         assert "the kernel cannot continue this walk" in mount.log.read_text()
         small = cgroup_rows(mount.read(f"cgroup/id={os.stat(children[0]).st_ino}"))  # narrower walks read
-        assert small == [(os.stat(children[0]).st_ino, 2, "/" + str(children[0].relative_to(params.cgroup2_root())))]
+        assert small == [(os.stat(children[0]).st_ino, 2, "/" + str(children[0].relative_to(probes.cgroup2_root())))]
     finally:
         for child in children:
             if child.exists():

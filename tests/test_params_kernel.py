@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import bundled_copy, compile_bpf, make_map, start_mount
-from iterfs import params
+from iterfs import params, probes
 
 pytestmark = pytest.mark.bpf
 
@@ -21,16 +21,16 @@ def test_map_targets_take_map_ids_of_fitting_types(bpffs):
         with pytest.raises(params.ParamError, match="has no 'all'"):
             params.parse(target, "all")
     p = params.parse("bpf_map_elem", f"map_id={hash_id}")
-    params.check("bpf_map_elem", p)
-    params.check("bpf_map_elem", params.parse("bpf_map_elem", f"map_id={array_id}"))
+    probes.check(params.schema_for("bpf_map_elem"), p)
+    probes.check(params.schema_for("bpf_map_elem"), params.parse("bpf_map_elem", f"map_id={array_id}"))
     with pytest.raises(params.ParamError, match=f"map {hash_id} is a hash map, this target takes sockmap, sockhash"):
-        params.check("sockmap", params.parse("sockmap", f"map_id={hash_id}"))
+        probes.check(params.schema_for("sockmap"), params.parse("sockmap", f"map_id={hash_id}"))
     with pytest.raises(params.ParamError, match="no BPF map with id 4294967295"):
-        params.check("bpf_map_elem", params.parse("bpf_map_elem", "map_id=4294967295"))
-    listed = set(params.listing("bpf_map_elem"))
+        probes.check(params.schema_for("bpf_map_elem"), params.parse("bpf_map_elem", "map_id=4294967295"))
+    listed = set(probes.listing(params.schema_for("bpf_map_elem")))
     assert {f"map_id={hash_id}", f"map_id={array_id}"} <= listed and "all" not in listed
-    assert f"map_id={hash_id}" not in set(params.listing("sockmap"))
-    with params.link_info("bpf_map_elem", p) as info:
+    assert f"map_id={hash_id}" not in set(probes.listing(params.schema_for("sockmap")))
+    with probes.link_info(params.schema_for("bpf_map_elem"), p) as info:
         fd = int.from_bytes(info[:4], "little")
         assert f"map_id:\t{hash_id}" in open(f"/proc/self/fdinfo/{fd}").read()
     with pytest.raises(OSError):
@@ -39,7 +39,7 @@ def test_map_targets_take_map_ids_of_fitting_types(bpffs):
 
 @pytest.fixture
 def cgroup_dir():
-    root = Path(params.cgroup2_root())
+    root = Path(probes.cgroup2_root())
     path = root / f"iterfs-test-{uuid.uuid4().hex[:8]}"
     (path / "child").mkdir(parents=True)
     yield path
@@ -49,17 +49,17 @@ def cgroup_dir():
 
 def test_cgroup_ids_are_directory_inodes(cgroup_dir):
     parent, child = os.stat(cgroup_dir).st_ino, os.stat(cgroup_dir / "child").st_ino
-    assert {parent, child} <= params.cgroup_ids()
-    assert {f"id={parent}", f"id={child}", "all"} <= set(params.listing("cgroup"))
+    assert {parent, child} <= probes.cgroup_ids()
+    assert {f"id={parent}", f"id={child}", "all"} <= set(probes.listing(params.schema_for("cgroup")))
     for order in params.CGROUP_ORDERS:
         p = params.parse("cgroup", f"id={child},order={order}")
-        params.check("cgroup", p)
+        probes.check(params.schema_for("cgroup"), p)
     with pytest.raises(params.ParamError, match="is spelled 'id=5,order=self_only'"):
         params.parse("cgroup", "order=self_only,id=5")
     with pytest.raises(params.ParamError, match="not one of"):
         params.parse("cgroup", "id=5,order=sideways")
     with pytest.raises(params.ParamError, match="no cgroup with id"):
-        params.check("cgroup", params.parse("cgroup", "id=18446744073709551615"))
+        probes.check(params.schema_for("cgroup"), params.parse("cgroup", "id=18446744073709551615"))
 
 
 BOGUS = r"""
@@ -82,7 +82,7 @@ int dump_bogus(struct bpf_iter__iterfs_no_such_target *ctx)
 def test_a_target_the_kernel_lacks_is_absent_from_the_tree(tmp_path, fuse_host):
     programs = bundled_copy(tmp_path)
     compile_bpf(BOGUS, programs / "bogus.bpf.o")
-    from iterfs.targets import kernel_targets
+    from iterfs.discovery import kernel_targets
 
     assert "iterfs_no_such_target" not in kernel_targets()
     mnt = start_mount(tmp_path, ["--bpf-dir", str(programs)])

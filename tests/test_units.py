@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from iterfs import params
+from iterfs import params, probes
 from iterfs.catalog import BUNDLED_DIR, Catalog
+from iterfs.errors import NotFound
 from iterfs.objects import ObjectError, read_object
 from iterfs.tree import README, Kind, Tree
 
@@ -27,7 +28,7 @@ TASK_TARGETS = ("task", "task_file", "task_vma")
 def test_all_has_no_link_info(target):
     p = params.parse(target, "all")
     assert p.name == "all"
-    with params.link_info(target, p) as info:
+    with probes.link_info(params.schema_for(target), p) as info:
         assert info is None
 
 
@@ -43,7 +44,7 @@ def test_link_info_has_the_kernels_size():
     out = vmlinux_btf()
     size = int(re.search(r"UNION 'bpf_iter_link_info' size=(\d+)", out).group(1))
     assert size == params.LINK_INFO_SIZE
-    with params.link_info("task_vma", params.parse("task_vma", "pid=42")) as info:
+    with probes.link_info(params.schema_for("task_vma"), params.parse("task_vma", "pid=42")) as info:
         assert len(info) == size
 
 
@@ -84,14 +85,14 @@ def test_from_kwargs_builds_the_canonical_name():
 
 def test_check_knows_processes_from_threads(child):
     tid = child.start_threads(["worker"])[0]
-    params.check("task", params.parse("task", f"pid={child.pid}"))
-    params.check("task", params.parse("task", f"tid={tid}"))
+    probes.check(params.schema_for("task"), params.parse("task", f"pid={child.pid}"))
+    probes.check(params.schema_for("task"), params.parse("task", f"tid={tid}"))
     with pytest.raises(params.ParamError, match="thread of process"):
-        params.check("task", params.parse("task", f"pid={tid}"))
+        probes.check(params.schema_for("task"), params.parse("task", f"pid={tid}"))
     child.proc.kill()
     child.proc.wait()
     with pytest.raises(params.ParamError, match="no process"):
-        params.check("task", params.parse("task", f"pid={child.pid}"))
+        probes.check(params.schema_for("task"), params.parse("task", f"pid={child.pid}"))
 
 
 # object introspection, against llvm-readelf's view of the same files
@@ -139,7 +140,7 @@ def test_non_elf_and_non_bpf_files_are_refused(tmp_path):
 
 @pytest.mark.bpf
 def test_kernel_targets_match_bpftool():
-    from iterfs.targets import kernel_targets
+    from iterfs.discovery import kernel_targets
 
     out = vmlinux_btf()
     expected = {m for m in re.findall(r"STRUCT 'bpf_iter__(\w+)'", out) if "__" not in m}
@@ -164,7 +165,7 @@ def test_parameter_nodes_live_while_the_kernel_remembers_them(child):
     tree.forget(node.inode, 1)
     assert tree.node(node.inode) is node
     tree.forget(node.inode, 1)
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFound):
         tree.node(node.inode)
     assert tree.size == before
 
@@ -180,7 +181,7 @@ def test_listing_shows_live_processes_and_any_name_can_be_looked_up(child):
     tid = child.start_threads(["lookup"])[0]
     assert f"pid={tid}" not in names
     assert tree.lookup(task, f"tid={tid}").params.values == (("tid", tid),)
-    with pytest.raises(LookupError):
+    with pytest.raises(NotFound):
         tree.lookup(tree.root, "no_such_target")
 
 
@@ -205,7 +206,7 @@ def test_a_refused_load_is_raised_fresh_on_every_use_and_tried_once(monkeypatch)
     import errno
 
     from iterfs import _libbpf
-    from iterfs.iterator import Programs, Refused
+    from iterfs.programs import Programs, Refused
 
     loads = []
 
@@ -233,7 +234,7 @@ def test_a_refused_load_is_raised_fresh_on_every_use_and_tried_once(monkeypatch)
 def test_targets_the_probe_is_refused_for_are_marked_or_walked(monkeypatch):
     import errno
 
-    from iterfs import _libbpf, targets
+    from iterfs import _libbpf, discovery
 
     refused = {_libbpf.btf_find_func(base, f"bpf_iter_{name}"): name
                for base in [_libbpf.btf_load_vmlinux()] for name in ("sockmap", "bpf_map_elem")}
@@ -245,13 +246,13 @@ def test_targets_the_probe_is_refused_for_are_marked_or_walked(monkeypatch):
         real(btf_id)
 
     monkeypatch.setattr(_libbpf, "probe_iter_target", probe)
-    assert targets.refused_targets({"sockmap", "bpf_map_elem", "task"}) == \
+    assert discovery.refused_targets({"sockmap", "bpf_map_elem", "task"}) == \
         {"sockmap": errno.EACCES, "bpf_map_elem": errno.EACCES}
     catalog = Catalog()
     assert catalog.targets["sockmap"].refused == errno.EACCES
     assert catalog.targets["sockmap"].readme.startswith("sockmap: refused by this kernel (EACCES).")
     walk = catalog.targets["bpf_map_elem"]
-    assert walk.refused is None and walk.walks == "bpf_map" and walk.object_path.name == "bpf_map_elem_walk.bpf.o"
+    assert walk.refused is None and walk.through == "bpf_map" and walk.object_path.name == "bpf_map_elem_walk.bpf.o"
     assert catalog.targets["task"].refused is None
 
 
@@ -261,8 +262,8 @@ def test_concurrent_opens_of_one_map_walk_leave_no_load_behind(monkeypatch):
     import random
     import time
 
-    from iterfs import _libbpf, iterator
-    from iterfs.catalog import Target
+    from iterfs import _libbpf, programs as programs_mod
+    from iterfs.catalog import Recipe
 
     lock, opened, closed, loading = threading.Lock(), set(), set(), []
     count = iter(range(1, 10**6))
@@ -297,15 +298,15 @@ def test_concurrent_opens_of_one_map_walk_leave_no_load_behind(monkeypatch):
     monkeypatch.setattr(_libbpf, "object_reuse_map", lambda *args: None)
     monkeypatch.setattr(_libbpf, "object_set_initial", lambda *args: None)
     monkeypatch.setattr(_libbpf, "map_get_fd_by_id", lambda map_id: os.dup(0))
-    walk = Target("bpf_map_elem", Path("walk.bpf.o"), "dump", walks="bpf_map", maps=(("elems", 7),),
-                  initial=((".rodata", 0, b"\0"),))
-    programs = iterator.Programs()
+    walk = Recipe("bpf_map_elem", Path("walk.bpf.o"), "dump", params.schema_for("bpf_map_elem"), through="bpf_map",
+                  maps=(("elems", 7),), global_values=((".rodata", 0, b"\0"),))
+    programs = programs_mod.Programs()
 
     def opens():
         for _ in range(200):
             programs.prog_fd(walk)
             time.sleep(0.0003)
-            programs.done(walk)
+            programs.release(walk)
             time.sleep(random.random() * 0.004)
 
     failed = []

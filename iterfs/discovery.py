@@ -29,20 +29,13 @@ REFUSALS = frozenset({errno.EPERM, errno.EACCES})
 _CANDIDATE = re.compile(rb"\0bpf_iter__([a-z0-9_]+)(?=\0)")
 
 
-class NoBTFError(RuntimeError):
-    pass
-
-
 class NoPrivilege(PermissionError):
     """The kernel refuses every program to this process: a missing capability, not a policy."""
 
 
 def kernel_targets(btf_dir: Path = BTF_DIR) -> frozenset[str]:
+    """The names of the iterator targets in the BTF of vmlinux and its modules under btf_dir."""
     vmlinux = btf_dir / "vmlinux"
-    if not vmlinux.exists():
-        raise NoBTFError(
-            f"no kernel BTF at {vmlinux}: iterfs needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
-        )
     base = _libbpf.btf_load_vmlinux()
     try:
         found = _confirmed(base, _candidates(vmlinux))

@@ -1,0 +1,130 @@
+"""What the kernel has right now, for the parameters that name it: processes, cgroups, maps.
+
+params.py says what a name means; this module asks the kernel whether the
+objects it names exist (so a name of nothing is ENOENT, not an empty walk),
+which names ``ls`` shows, and makes the link_info of a name, which for a
+map holds an fd of it for as long as the link is being made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+from . import _libbpf
+from .mounts import mount_points
+from .params import ALL, CgroupSchema, MapSchema, ParamError, Params, Schema, TaskSchema
+
+
+def check(schema: Schema, params: Params) -> None:
+    """Raise ParamError unless the objects params name exist right now."""
+    values = schema.target_values(params)
+    base = schema.base
+    if isinstance(base, TaskSchema):
+        # the kernel accepts any number and then walks nothing; say ENOENT instead
+        for key, number in values.items():
+            tgid = tgid_of(number)
+            if tgid is None:
+                raise ParamError(f"no {'process' if key == 'pid' else 'thread'} {number}")
+            if key == "pid" and tgid != number:
+                raise ParamError(f"{number} is a thread of process {tgid}, not a process: use tid={number}")
+    elif isinstance(base, CgroupSchema):
+        if "id" in values and values["id"] not in cgroup_ids():
+            raise ParamError(f"no cgroup with id {values['id']} under {cgroup2_root()}")
+    elif isinstance(base, MapSchema):
+        map_type = map_type_of(values["map_id"])
+        if map_type is None:
+            raise ParamError(f"no BPF map with id {values['map_id']}")
+        why = base.wrong_type(values["map_id"], map_type)
+        if why:
+            raise ParamError(why)
+
+
+def listing(schema: Schema) -> Iterator[str]:
+    """The parameter file names ls shows: ``all`` where the target walks without any, then
+    one per object that exists now."""
+    if schema.walks_all:
+        yield ALL
+    base = schema.base
+    if isinstance(base, TaskSchema):
+        yield from (f"pid={pid}" for pid in live_pids())
+    elif isinstance(base, CgroupSchema):
+        yield from (f"id={cgroup_id}" for cgroup_id in sorted(cgroup_ids()))
+    elif isinstance(base, MapSchema):
+        yield from (f"map_id={map_id}" for map_id in _libbpf.map_ids()
+                    if map_type_of(map_id) in base.map_types)
+
+
+@contextlib.contextmanager
+def link_info(schema: Schema, params: Params) -> Iterator[bytes | None]:
+    """The link_info bytes (or None) for params, valid inside the block."""
+    values = schema.target_values(params)
+    if not isinstance(schema.base, MapSchema):
+        yield schema.pack(values)
+        return
+    fd = _libbpf.map_get_fd_by_id(values["map_id"])
+    try:
+        yield schema.pack(values, fd)
+    finally:
+        os.close(fd)
+
+
+def live_pids() -> list[int]:
+    return sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
+
+
+def tgid_of(tid: int) -> int | None:
+    """The process thread tid belongs to, or None if there is no such thread."""
+    # /proc/<tid> resolves every thread, not only the group leaders it lists.
+    # os.open/os.read: this runs on every open, and io.open adds three syscalls.
+    try:
+        fd = os.open(f"/proc/{tid}/status", os.O_RDONLY)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    try:
+        status = os.read(fd, 4096)
+    except ProcessLookupError:
+        return None
+    finally:
+        os.close(fd)
+    start = status.find(b"\nTgid:")
+    return int(status[start + 6:status.index(b"\n", start + 1)]) if start >= 0 else None
+
+
+def cgroup2_root() -> str:
+    """Where cgroup2 is mounted (its first mount)."""
+    points = mount_points("cgroup2")
+    if not points:
+        raise ParamError("cgroup2 is not mounted")
+    return points[0]
+
+
+def cgroup_ids() -> set[int]:
+    """The ids of every cgroup: a cgroup2 directory's inode number is its cgroup id."""
+    ids = set()
+    pending = [cgroup2_root()]
+    while pending:
+        path = pending.pop()
+        try:
+            ids.add(os.stat(path).st_ino)
+            pending.extend(entry.path for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            pass  # removed while we walked
+    return ids
+
+
+def map_type_of(map_id: int) -> int | None:
+    """The map's type, from the kernel's fdinfo of a map fd, or None if there is no such map."""
+    try:
+        fd = _libbpf.map_get_fd_by_id(map_id)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("map_type:"):
+                    return int(line.split()[1])
+    finally:
+        os.close(fd)
+    return None
