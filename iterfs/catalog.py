@@ -105,7 +105,7 @@ class Recipe:
 
     Programs keeps one load per recipe (less its schema and README); a
     target's own recipe lives as long as the catalog, a view's is made per
-    open from the views as they are now.
+    open from the views as the last look at the objects directories found them.
     """
 
     target: str  # the kernel's name of the iterator target
@@ -123,7 +123,7 @@ class Recipe:
 
     @contextlib.contextmanager
     def object_file(self) -> Iterator[str]:
-        """A path libbpf can open that is the very file (and version) that was read and checked."""
+        """A path libbpf can open that is the very file that was read and checked (its identity)."""
         if self.file_identity is None:  # bundled: the package's own file
             yield str(self.object_path)
             return

@@ -33,8 +33,16 @@ class NoPrivilege(PermissionError):
     """The kernel refuses every program to this process: a missing capability, not a policy."""
 
 
+def require_btf(btf_dir: Path = BTF_DIR) -> None:
+    """Raise FileNotFoundError, saying what the kernel lacks, unless it has BTF."""
+    if not (btf_dir / "vmlinux").exists():
+        raise FileNotFoundError(errno.ENOENT, f"no kernel BTF at {btf_dir / 'vmlinux'}: iterfs needs a kernel "
+                                              "built with CONFIG_DEBUG_INFO_BTF=y")
+
+
 def kernel_targets(btf_dir: Path = BTF_DIR) -> frozenset[str]:
     """The names of the iterator targets in the BTF of vmlinux and its modules under btf_dir."""
+    require_btf(btf_dir)
     vmlinux = btf_dir / "vmlinux"
     base = _libbpf.btf_load_vmlinux()
     try:

@@ -1,9 +1,9 @@
 """The FUSE operations: thin methods over the tree and the iterators.
 
 Every method runs on the trio loop. A kernel read of an iterator (where the
-kernel runs the program), a program load and a look at files outside the
-tree (bpffs, the objects directories: Tree.blocks() says when) always go to
-a worker thread; creating a link and an iterator fd are quick bpf() calls
+kernel runs the program), a program load and a look at more than a file or
+two (bpffs, the objects directories, a listing: Tree.blocks() says when)
+always go to a worker thread; creating a link and an iterator fd are quick bpf() calls
 made in place, and a read that what was already read answers (the final
 empty read, a re-read) is served in place too. Only ``pyfuse3.FUSEError``
 leaves this module: the ``_errors`` boundary maps the failures the layers
@@ -236,7 +236,7 @@ class IterFS(pyfuse3.Operations):
         return value.encode()
 
     async def _xattrs(self, node: Node) -> dict[str, str]:
-        if self._tree.blocks(node):
+        if node.kind is Kind.PIN:  # bpffs is asked what the pin is now
             return await trio.to_thread.run_sync(self._tree.xattrs, node)
         return self._tree.xattrs(node)
 

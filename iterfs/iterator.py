@@ -220,7 +220,11 @@ class Iterators:
             if not block:
                 raise WouldBlock(f"{target}/{view}: the objects directories are looked at first")
             self._catalog.refresh_views()
+            # the name was parsed when the object may have been another: its globals may differ now
+            params = self._catalog.schema(target, view).parse(params.name)
         recipe = self._catalog.recipe(target, view, params)
+        if not block and probes.costly(recipe.schema):
+            raise WouldBlock(f"{target}: checking {params.name} walks the cgroup tree")
         probes.check(recipe.schema, params)
         prog_fd = self._programs.prog_fd(recipe, block)
         try:

@@ -23,6 +23,7 @@ import pyfuse3
 import trio
 
 from .catalog import BUNDLED_DIR, Catalog, CatalogError
+from .discovery import require_btf
 from .fs import IterFS
 from .iterator import Iterators
 from .mounts import mount_points
@@ -60,8 +61,10 @@ def check_host(mountpoint: Path) -> None:
         raise MountError("iterfs mount needs root: loading BPF iterators takes CAP_BPF and CAP_PERFMON")
     if not os.path.exists("/dev/fuse"):
         raise MountError("no /dev/fuse: load the fuse kernel module (modprobe fuse)")
-    if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        raise MountError("no /sys/kernel/btf/vmlinux: iterfs needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+    try:
+        require_btf()
+    except FileNotFoundError as e:
+        raise MountError(e.strerror) from None
     if not mountpoint.is_dir():
         raise MountError(f"mount point {mountpoint} is not a directory")
     if is_mounted(mountpoint):
@@ -71,7 +74,7 @@ def check_host(mountpoint: Path) -> None:
 def check_bpffs(paths: list[Path]) -> None:
     for path in paths:
         try:
-            require_bpffs(path)
+            require_bpffs(path, mount_at=path)
         except NotInBpffs as e:
             raise MountError(f"--bpffs {e}") from None
 
@@ -123,7 +126,8 @@ def _daemonize(opts: Options, configure_logging: Callable[[], None]) -> None:
         serve(opts, ready)
         status = 0
     except BaseException as e:  # the parent waits for a message, whatever went wrong
-        log.error("%s", e, exc_info=not isinstance(e, MountError))
+        # a MountError's cause is expected (a bad directory, a kernel error): its traceback is for --debug
+        log.error("%s", e, exc_info=not isinstance(e, MountError) or log.isEnabledFor(logging.DEBUG))
         try:
             os.write(write_end, str(e).encode() or type(e).__name__.encode())
         except OSError:
@@ -157,7 +161,7 @@ def serve(opts: Options, ready: Callable[[], None]) -> None:
     route_libbpf_log()
     try:
         catalog = Catalog(opts.bpf_dir, objects=default_directories(opts.objects))
-    except (CatalogError, OSError) as e:  # anything else is a bug: its traceback goes to the log
+    except (CatalogError, OSError) as e:  # anything else is a bug, and goes up with its traceback
         raise MountError(str(e)) from e
     if catalog.cannot_load:
         raise MountError(catalog.cannot_load)
@@ -171,20 +175,25 @@ def serve(opts: Options, ready: Callable[[], None]) -> None:
         pyfuse3.init(operations, str(opts.mountpoint), options)
     except RuntimeError as e:
         raise MountError(f"cannot mount on {opts.mountpoint}: {e}") from None
-    clean = False
+    clean = True
     try:
         ready()
-        trio.run(_main)
-        clean = True
+        try:
+            trio.run(_main)
+        except Exception:
+            clean = False
+            raise
     finally:
-        # after a crash the mount stays, so readers get ENOTCONN rather than the empty
-        # directory beneath it (which a log shipper would take for "no objects");
-        # iterfs umount (fusermount3 -u) removes it
+        # after the loop failed the mount stays, so readers get ENOTCONN rather than the
+        # empty directory beneath it (which a log shipper would take for "no objects")
         pyfuse3.close(unmount=clean)
         operations.close()
         if opts.pid_file:
             opts.pid_file.unlink(missing_ok=True)
-        log.info("unmounted %s", opts.mountpoint)
+        if clean:
+            log.info("unmounted %s", opts.mountpoint)
+        else:
+            log.error("left %s mounted after a failure: iterfs umount removes it", opts.mountpoint)
 
 
 def _raise_fd_limit() -> None:

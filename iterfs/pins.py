@@ -119,10 +119,11 @@ class NotInBpffs(ValueError):
     """A path that must be in a bpf filesystem is not; the message says how to mount one."""
 
 
-def require_bpffs(path: Path) -> None:
-    """Raise NotInBpffs unless path is in a bpf filesystem (symlinks resolved)."""
+def require_bpffs(path: Path, mount_at: Path | str = "/sys/fs/bpf") -> None:
+    """Raise NotInBpffs unless path is in a bpf filesystem (symlinks resolved); the message
+    says to mount one at mount_at."""
     if not within(os.path.realpath(path), bpffs_mounts()):
-        raise NotInBpffs(f"{path} is not in a bpf filesystem (mount -t bpf bpf {path})")
+        raise NotInBpffs(f"{path} is not in a bpf filesystem (mount -t bpf bpf {mount_at})")
 
 
 def unpin(path: Path) -> None:

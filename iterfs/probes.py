@@ -17,6 +17,13 @@ from .mounts import mount_points
 from .params import ALL, CgroupSchema, MapSchema, ParamError, Params, Schema, TaskSchema
 
 
+def costly(schema: Schema) -> bool:
+    """Whether check() of the schema's names walks many files (the whole cgroup tree) rather
+    than reading one or two (/proc/N/status, a map's fdinfo): an event loop runs those in a
+    worker thread."""
+    return isinstance(schema.base, CgroupSchema)
+
+
 def check(schema: Schema, params: Params) -> None:
     """Raise ParamError unless the objects params name exist right now."""
     values = schema.target_values(params)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import _libbpf
 from .catalog import Recipe
+from .views import FileIdentity
 from .discovery import refusal
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class Programs:
         self._loaded: dict[_Key, _Loaded | _Failure] = {}
         self._users: dict[_Key, int] = {}  # opens between prog_fd() and release()
         self._idle: OrderedDict[_Key, None] = OrderedDict()  # variants no open is using, oldest first
-        self._current: dict[Path, tuple] = {}  # a user object's newest loaded file identity
+        self._current: dict[Path, FileIdentity] = {}  # a user object's newest loaded file identity
 
     def prog_fd(self, recipe: Recipe, block: bool = True) -> int:
         """The program's fd; its load counts as used, and stays open, until release(recipe).
@@ -237,10 +238,10 @@ class Programs:
         return loaded
 
     def _retire(self, current: Recipe) -> None:
-        """Close loads of older versions of current's object file.
+        """Close loads of current's object file as it was before (other file identities).
 
         Opens still reading them keep going: the kernel holds their program
-        through their links. New opens use the current version.
+        through their links. New opens use the file as it is now.
         """
         with self._lock:
             stale = [key for key in self._loaded
@@ -258,6 +259,7 @@ class Programs:
         """The loads that hold a program now, as .iterfs/status lists them."""
         with self._lock:
             keys = [key for key, loaded in self._loaded.items() if isinstance(loaded, _Loaded)]
+        # "target" and "view_version" as .iterfs/status has always spelled them (scripts read it)
         return [{"object": str(path), "target": attach, "view_version": identity}
                 for path, attach, identity, *_ in keys]
 

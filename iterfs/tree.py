@@ -120,25 +120,32 @@ class Tree:
         return node
 
     def blocks(self, node: Node, name: str | None = None) -> bool:
-        """Whether looking up name in node (without a name: listing node, or its xattrs) looks
-        at files outside the tree (bpffs, the objects directories, /proc): an event loop runs
-        it in a worker thread. A target's own files never do."""
-        if node.kind in (Kind.MIRROR, Kind.PIN):
+        """Whether looking up name in node (without a name: listing node) looks at more than a
+        file or two: bpffs, the objects directories, a listing of /proc, the cgroup tree. An
+        event loop runs those in a worker thread; a pid=N lookup reads /proc/N/status in place."""
+        if node.kind is Kind.MIRROR:
             return True
+        if node.kind is not Kind.DIR or node.target is None:
+            return False  # the root, .iterfs
         if name is None:
-            return node.target is not None and node.kind is Kind.DIR
-        # a name under a target that is not a parameter file is a view, or nothing: the
-        # objects directories are looked at again before saying which
-        return node.kind is Kind.DIR and node.target is not None and node.view is None \
-            and name not in node.children and "=" not in name
+            return True  # the views, and the objects that exist now
+        if name in node.children:
+            return False
+        if "=" not in name:
+            # under a target, a name that is no parameter file is a view or nothing: the
+            # objects directories are looked at again before saying which
+            return node.view is None
+        return probes.costly(self._catalog.schema(node.target))
 
     def lookup(self, parent: Node, name: str) -> Node:
         """The node called name in parent; NotFound (a ParamError for parameters) saying why not.
+        Blocks when blocks(parent, name) says so.
 
         Everything is checked before a node is made: a name that does not
         exist leaves nothing behind.
         """
-        if self.blocks(parent, name) and parent.kind is Kind.DIR:
+        if parent.kind is Kind.DIR and parent.target is not None and parent.view is None \
+                and "=" not in name and name not in parent.children:
             self._catalog.refresh_views()
         return self._resolve(parent, name, check=True)
 
@@ -223,8 +230,8 @@ class Tree:
         return Attributes(stat.S_IFREG | 0o444, 1, size, timeout)
 
     def xattrs(self, node: Node) -> dict[str, str]:
-        """user.iterfs.*: a file's target and parameters (a pin's as its link's fdinfo says).
-        Blocks for a pin (blocks(node) says so)."""
+        """user.iterfs.*: a file's target and parameters (a pin's as its link's fdinfo says,
+        which blocks: bpffs is asked)."""
         if node.kind is Kind.PIN:
             pin = self.pin(node)
             values = {"target": pin.target, "link_id": str(pin.link_id), "prog_id": str(pin.prog_id),

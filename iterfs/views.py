@@ -8,7 +8,7 @@ opening a view's file), so objects added, replaced or removed show without
 a remount and a target's own files never wait for a look at the directories.
 An object is read again (pyelftools, never loaded here) only when its file
 changed. A view carries its file's identity (inode, mtime, size): a replaced
-object is a new view version, which new opens load while old opens finish on
+object has a new identity, which new opens load while old opens finish on
 the program they have; the load checks the identity on the file it loads.
 """
 
@@ -107,6 +107,7 @@ class UserObjects:
         self._duplicates: set[tuple[Path, str, str]] = set()  # reported once each
         self._refreshing = threading.Lock()
         self._snapshot: dict[str, dict[str, View]] = {}  # target -> name -> view; replaced whole
+        self._begun = self._finished = 0  # looks begun, and the number of the last one finished
         self.refresh()
 
     def views(self, target: str) -> dict[str, View]:
@@ -114,20 +115,30 @@ class UserObjects:
         return self._snapshot.get(target, {})
 
     def refresh(self) -> None:
-        """Look at the directories and their objects again. Blocks."""
+        """Look at the directories and their objects again, or wait for a look that began
+        after this call did (a burst of lookups shares one). Blocks."""
         if not self.directories:
             return
+        arrived = self._begun
         with self._refreshing:  # one look at a time: _read and _refused are the looks' own
-            snapshot: dict[str, dict[str, View]] = {}
-            for view in self._all():
-                found = snapshot.setdefault(view.target, {})
-                if view.name not in found:
-                    found[view.name] = view
-                elif (view.object_path, view.target, view.name) not in self._duplicates:
-                    self._duplicates.add((view.object_path, view.target, view.name))
-                    log.warning("%s: view %s/%s is already served by %s", view.object_path, view.target,
-                                view.name, found[view.name].object_path)
-            self._snapshot = snapshot
+            if self._finished > arrived:
+                return  # a look that began after we arrived has just ended: it is ours too
+            self._begun += 1
+            self._take_snapshot()
+            self._finished = self._begun
+
+    def _take_snapshot(self) -> None:
+        """Under _refreshing."""
+        snapshot: dict[str, dict[str, View]] = {}
+        for view in self._all():
+            found = snapshot.setdefault(view.target, {})
+            if view.name not in found:
+                found[view.name] = view
+            elif (view.object_path, view.target, view.name) not in self._duplicates:
+                self._duplicates.add((view.object_path, view.target, view.name))
+                log.warning("%s: view %s/%s is already served by %s", view.object_path, view.target,
+                            view.name, found[view.name].object_path)
+        self._snapshot = snapshot
 
     def _directories(self) -> list[Path]:
         """The directories that are still safe: checked again on every look."""

@@ -114,3 +114,30 @@ def test_lookups_of_names_that_do_not_exist_leave_no_nodes(ops):
     before = ops._tree.size
     run(look_up_many)
     assert ops._tree.size == before
+
+
+def test_a_bug_at_the_boundary_is_eio_with_its_traceback_not_enoent(ops, monkeypatch, caplog):
+    def missing_key(*args):
+        return {}["handle"]
+
+    monkeypatch.setattr(ops._tree, "lookup", missing_key)
+    assert _fuse_errno(ops.lookup, pyfuse3.ROOT_INODE, b"task", None) == errno.EIO
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
+
+
+def test_a_targets_own_files_never_look_at_the_objects_directories(ops, monkeypatch, child):
+    def refresh(*args):
+        raise AssertionError("the objects directories were looked at")
+
+    monkeypatch.setattr(Catalog, "refresh_views", refresh)
+
+    async def cat():
+        d = await ops.lookup(pyfuse3.ROOT_INODE, b"task", None)
+        f = await ops.lookup(d.st_ino, f"pid={child.pid}".encode(), None)
+        await ops.getattr(f.st_ino, None)
+        info = await ops.open(f.st_ino, os.O_RDONLY, None)
+        data = await ops.read(info.fh, 0, 4096)
+        await ops.release(info.fh)
+        return data
+
+    assert str(child.pid).encode() in run(cat)

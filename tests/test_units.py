@@ -323,3 +323,39 @@ def test_concurrent_opens_of_one_map_walk_leave_no_load_behind(monkeypatch):
     for t in threads:
         t.join()
     assert not failed and opened and opened == closed and programs.loaded == []
+
+
+def test_a_view_of_cgroup_takes_order_as_its_target_spells_it():
+    view = params.ViewSchema(params.schema_for("cgroup"), ())
+    p = view.parse("id=5,order=self_only")
+    assert p.values == (("id", 5), ("order", params.CGROUP_ORDERS["self_only"]))
+    assert view.as_text(p) == {"id": "5", "order": "self_only"}
+    assert view.pack(view.target_values(p)) == params.schema_for("cgroup").pack({"id": 5, "order": 1})
+
+
+def test_a_burst_of_view_refreshes_shares_looks(tmp_path, monkeypatch):
+    import time
+
+    from iterfs.views import UserObjects
+
+    objects = tmp_path / "objects"
+    objects.mkdir(mode=0o755)
+    users = UserObjects([objects], frozenset({"task"}))
+    looks = []
+
+    def slow_look(self):
+        looks.append(1)
+        time.sleep(0.05)
+        return []
+
+    monkeypatch.setattr(UserObjects, "_all", slow_look)
+    threads = [threading.Thread(target=users.refresh) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # the first look, and at most one more that began after the others arrived
+    assert 1 <= len(looks) <= 2
+    before = len(looks)
+    users.refresh()  # alone: a look of its own
+    assert len(looks) == before + 1

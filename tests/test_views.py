@@ -367,3 +367,22 @@ def test_any_global_may_be_named_global_dot_name(tmp_path, objects, view_mount, 
     plain = (view / f"target_pid={child.pid}").read_text()
     assert seed_lines(plain) and (view / f"global.target_pid={child.pid}").read_text() == plain
     assert f"global.target_pid={child.pid}" not in os.listdir(view)  # one name in ls per set of values
+
+
+def test_a_name_whose_global_the_replaced_object_lacks_is_enoent_at_open(tmp_path, objects, view_mount, child):
+    """A name parsed against an object that has since been replaced is parsed again at open."""
+    build(TWO, objects / "two.bpf.o")
+    name = f"pid={child.pid},tag=x"
+    view = os.open(view_mount / "task/tagged_tasks", os.O_RDONLY | os.O_DIRECTORY)  # keeps the view's inode
+    try:
+        fd = os.open(name, os.O_RDONLY, dir_fd=view)
+        assert os.read(fd, 100) == f"v1 x 1 {child.pid}\n".encode()
+        os.close(fd)
+        build(TWO.replace("tag[8]", "label[8]").replace(", tag,", ", label,"), tmp_path / "v2.bpf.o", "v2")
+        os.replace(tmp_path / "v2.bpf.o", objects / "two.bpf.o")
+        with pytest.raises(OSError) as info:
+            os.open(name, os.O_RDONLY, dir_fd=view)
+        assert info.value.errno == errno.ENOENT
+        assert (view_mount / f"task/tagged_tasks/pid={child.pid},label=y").read_text() == f"v2 y 1 {child.pid}\n"
+    finally:
+        os.close(view)
