@@ -132,10 +132,15 @@ class Tree:
         if name in node.children:
             return False
         if "=" not in name:
-            # under a target, a name that is no parameter file is a view or nothing: the
-            # objects directories are looked at again before saying which
-            return node.view is None
+            return self._names_a_view(node, name)
         return probes.costly(self._catalog.schema(node.target))
+
+    @staticmethod
+    def _names_a_view(parent: Node, name: str) -> bool:
+        # under a target, a name that is no parameter file is a view or nothing: the
+        # objects directories are looked at again before saying which
+        return parent.kind is Kind.DIR and parent.target is not None and parent.view is None \
+            and "=" not in name and name not in parent.children
 
     def lookup(self, parent: Node, name: str) -> Node:
         """The node called name in parent; NotFound (a ParamError for parameters) saying why not.
@@ -144,8 +149,7 @@ class Tree:
         Everything is checked before a node is made: a name that does not
         exist leaves nothing behind.
         """
-        if parent.kind is Kind.DIR and parent.target is not None and parent.view is None \
-                and "=" not in name and name not in parent.children:
+        if self._names_a_view(parent, name):
             self._catalog.refresh_views()
         return self._resolve(parent, name, check=True)
 
