@@ -235,10 +235,13 @@ class ViewSchema(Schema):
         return str(value) if key in self.globals else self._base.format_value(key, value)
 
     def target_values(self, params):
-        return {k: v for k, v in params.values if k in self._base.keys}
+        return self._target_part(dict(params.values))
 
     def validate(self, values):
-        self._base.validate({k: v for k, v in values.items() if k in self._base.keys})
+        self._base.validate(self._target_part(values))
+
+    def _target_part(self, values: Values) -> dict:
+        return {k: v for k, v in values.items() if k in self._base.keys}
 
     def pack(self, values, map_fd=None):
         return self._base.pack(values, map_fd)

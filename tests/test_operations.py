@@ -69,12 +69,15 @@ def test_unknown_inode_and_names_are_enoent(ops):
     assert _fuse_errno(ops.lookup, pyfuse3.ROOT_INODE, b"nope", None) == errno.ENOENT
 
 
-def test_unexpected_errors_become_eio(ops, monkeypatch):
+@pytest.mark.parametrize("bug", [RuntimeError("boom"), KeyError("handle")], ids=["RuntimeError", "KeyError"])
+def test_unexpected_errors_become_eio_with_their_traceback(ops, monkeypatch, caplog, bug):
+    """A KeyError too: a missing handle or dict key is a bug, not a quiet ENOENT."""
     def explode(*args):
-        raise RuntimeError("boom")
+        raise bug
 
     monkeypatch.setattr(ops._tree, "lookup", explode)
     assert _fuse_errno(ops.lookup, pyfuse3.ROOT_INODE, b"task", None) == errno.EIO
+    assert any(r.exc_info and r.exc_info[1] is bug for r in caplog.records)
 
 
 def test_release_closes_the_link(ops):
@@ -114,15 +117,6 @@ def test_lookups_of_names_that_do_not_exist_leave_no_nodes(ops):
     before = ops._tree.size
     run(look_up_many)
     assert ops._tree.size == before
-
-
-def test_a_bug_at_the_boundary_is_eio_with_its_traceback_not_enoent(ops, monkeypatch, caplog):
-    def missing_key(*args):
-        return {}["handle"]
-
-    monkeypatch.setattr(ops._tree, "lookup", missing_key)
-    assert _fuse_errno(ops.lookup, pyfuse3.ROOT_INODE, b"task", None) == errno.EIO
-    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
 
 
 def test_a_targets_own_files_never_look_at_the_objects_directories(ops, monkeypatch, child):
