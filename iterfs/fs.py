@@ -26,6 +26,7 @@ from typing import Sequence
 import pyfuse3
 import trio
 
+from . import callers
 from .errors import NotFound
 from .iterator import Iterators, Stream
 from .programs import LoadFailed, WouldBlock
@@ -94,6 +95,8 @@ class IterFS(pyfuse3.Operations):
         self._tree = tree
         self._iterators = iterators
         self._handles: dict[int, Stream | _Text] = {}
+        self._stream_inodes: dict[int, int] = {}  # fh -> inode, of the Streams
+        self._streams_of: Counter[int] = Counter()  # inode -> Streams open
         # per opendir: the directory and its entries (names, or nodes already made for a mirror)
         self._listings: dict[int, tuple[Node, list[str | Node]]] = {}
         self._fh = itertools.count(1)
@@ -118,7 +121,12 @@ class IterFS(pyfuse3.Operations):
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attributes(self._tree.node(inode))
+        node = self._tree.node(inode)
+        if self._streams_of[inode] and callers.seeking_to_end(ctx.pid):
+            # as seq_lseek() answers in /proc: a walk has no end to seek to before it is read
+            log.debug("getattr(%d): lseek(SEEK_END) on %s: EINVAL, the size is unknown", inode, node.name)
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return self._attributes(node)
 
     @_errors
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -200,9 +208,13 @@ class IterFS(pyfuse3.Operations):
             except WouldBlock:
                 iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params, node.view)
         self._handles[fh] = Stream(iterator)
+        self._stream_inodes[fh] = inode
+        self._streams_of[inode] += 1
+        self._forget_size(inode)
         self.stats.opens += 1
-        # size unknown until read: like /proc, st_size is 0 and reads bypass the page cache
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, nonseekable=True)
+        # size unknown until read: like /proc, st_size is 0 and reads bypass the page cache;
+        # seekable like /proc too: the kernel keeps the position, a read at any offset is a Stream's
+        return pyfuse3.FileInfo(fh=fh, direct_io=True)
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -215,14 +227,37 @@ class IterFS(pyfuse3.Operations):
         self.stats.bytes_served += len(data)
         return data
 
+    def _forget_size(self, inode: int) -> None:
+        """Make the kernel ask getattr() for the size of inode until its last close.
+
+        lseek(SEEK_END) asks only when the kernel holds no attributes; after this it holds
+        none (getattr() answers with attr_timeout 0 while a Stream is open), so getattr()
+        can refuse it. The price: a stat(2) of an open file, or the first after a close,
+        is a round trip to the daemon."""
+        try:
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+        except OSError as e:  # the kernel has let go of the inode: nothing cached to drop
+            log.debug("invalidate_inode(%d): %s", inode, e.strerror)
+
     @_errors
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
         if isinstance(handle, Stream):
+            inode = self._stream_inodes.pop(fh)
+            self._streams_of[inode] -= 1
+            if not self._streams_of[inode]:
+                del self._streams_of[inode]
             if not handle.try_close():
                 # a read of this handle is still in the kernel: wait for it in a thread
                 await trio.to_thread.run_sync(handle.close)
             self._iterators.release(handle.iterator)
+
+    @_errors
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        """access(2), answered from the mode bits as default_permissions would for root
+        (W_OK passes here: the read-only mount answers EROFS)."""
+        node = self._tree.node(inode)
+        return not mode & os.X_OK or bool(self._tree.attributes(node).mode & 0o111)
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
@@ -271,6 +306,8 @@ class IterFS(pyfuse3.Operations):
         attr.st_blksize = 4096
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self._mounted_ns
         attr.entry_timeout = attr.attr_timeout = made.timeout
+        if self._streams_of[node.inode]:
+            attr.attr_timeout = 0  # while open, lseek(SEEK_END) must reach getattr()
         return attr
 
     def close(self) -> None:

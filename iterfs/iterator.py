@@ -2,8 +2,9 @@
 
     Iterators.open(target, params)    the recipe (catalog), its program (programs, loaded once)
       -> Iterator                     bpf_link_create(link_info) + bpf_iter_create()
-    Iterator.read(n)                  read(2) on the iterator fd: the kernel runs the program
-    Stream.read_at(offset, size)      what a FUSE read asks for, with a bounded window for re-reads
+    Iterator.read()                   read(2) on the iterator fd: the kernel runs the program
+    Iterator.start_over()             a new iterator fd from the same link: a new walk
+    Stream.read_at(offset, size)      what a FUSE read asks for, at any offset, as seq_file serves it
 
 Everything here may block (loads, syscalls); callers on an event loop pass
 block=False where it is offered, or run the call in a worker thread. Objects
@@ -40,35 +41,43 @@ MAX_EAGAIN = 100_000
 
 
 class Iterator:
-    """One walk of the kernel's current state: its own link and iterator fd."""
+    """One walk of the kernel's current state: an iterator fd, and the link it was made from.
 
-    def __init__(self, target: str, prog_fd: int, link_info: bytes | None, through: str | None = None):
+    The link is this open's own (or, for a pin, the pinned link, held by fd), so
+    start_over() walks the same program with the same parameters and objects."""
+
+    def __init__(self, target: str, link_fd: int, through: str | None = None):
+        """Takes link_fd: closed here if no iterator can be made of it, and in close()."""
         self.target = target
         self.through = through  # the target whose program makes this one's lines in one go
         self.produced = 0
-        self.link_fd = _libbpf.link_create(prog_fd, link_info)
+        self.started_over = 0  # walks after the first, for .iterfs/status
+        self.link_fd = link_fd
         try:
-            self.iter_fd = _libbpf.iter_create(self.link_fd)
+            self.iter_fd = _libbpf.iter_create(link_fd)
         except OSError:
-            os.close(self.link_fd)
+            os.close(link_fd)
             raise
 
     @classmethod
-    def of_pin(cls, path: str, target: str) -> Iterator:
-        """A walk of an iterator link pinned in bpffs: open(2) on the pin makes one."""
-        iterator = cls.__new__(cls)
-        iterator.target = target
-        iterator.through = None
-        iterator.produced = 0
-        iterator.link_fd = -1  # the pin holds the link
-        iterator.iter_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        return iterator
+    def attach(cls, target: str, prog_fd: int, link_info: bytes | None, through: str | None = None) -> Iterator:
+        """A walk of a new link of prog_fd with link_info."""
+        return cls(target, _libbpf.link_create(prog_fd, link_info), through)
 
-    def read(self, size: int = KERNEL_READ) -> bytes:
-        """The next bytes of output, b"" at the end of the walk."""
+    def start_over(self) -> None:
+        """A new walk from the same link: a fresh iterator fd, so a fresh snapshot of the
+        kernel's state, as a seq_file walks again from its start after a seek back."""
+        fd = _libbpf.iter_create(self.link_fd)
+        os.close(self.iter_fd)
+        self.iter_fd = fd
+        self.produced = 0
+        self.started_over += 1
+
+    def read(self) -> bytes:
+        """The next bytes of output (at most one kernel read buffer), b"" at the end of the walk."""
         for _ in range(MAX_EAGAIN):
             try:
-                chunk = os.read(self.iter_fd, max(size, KERNEL_READ))
+                chunk = os.read(self.iter_fd, KERNEL_READ)
             except BlockingIOError:
                 continue
             except OSError as e:
@@ -94,8 +103,7 @@ class Iterator:
     def close(self) -> None:
         if self.iter_fd >= 0:
             os.close(self.iter_fd)
-            if self.link_fd >= 0:
-                os.close(self.link_fd)
+            os.close(self.link_fd)
             self.iter_fd = self.link_fd = -1
 
     def __enter__(self) -> Iterator:
@@ -110,15 +118,19 @@ class Iterator:
 
 
 class Stream:
-    """An Iterator read at offsets, as FUSE asks.
+    """An Iterator read at offsets, as FUSE asks after any lseek(2): a seq_file's rules.
 
     read_at() reads the kernel as far as a request needs and READ_AHEAD
     beyond, and blocks; read_buffered() never blocks and answers what the
     buffer already holds (the next read, the final empty read, a re-read), so
-    an event loop can serve it itself. A read at an offset already served is
-    answered again while it is within the last KEEP_BYTES.
+    an event loop can serve it itself. An offset:
+      - still kept (within KEEP_BYTES of the furthest byte served) is answered from memory;
+      - further on than what was read is reached by reading on and dropping what is passed;
+      - before what is kept makes the walk start over and skip to it: a new snapshot,
+        as seq_file walks again after a seek back.
 
-    Memory per open: at most KEEP_BYTES + one FUSE read + READ_AHEAD + one kernel read.
+    Memory per open: at most KEEP_BYTES + one FUSE read + READ_AHEAD + one kernel read,
+    however far a read skips.
     """
 
     def __init__(self, iterator: Iterator):
@@ -140,7 +152,13 @@ class Stream:
         with self._lock:
             if self._closed:
                 raise OSError(errno.EBADF, "read after release")
-            self._fill_to(offset + size + READ_AHEAD)
+            if offset < self._base:
+                log.debug("%s: a read at %d, before the %d bytes kept from %d on: the walk starts over",
+                          self.iterator.target, offset, len(self._buf), self._base)
+                self._start_over()
+            # what a read at offset keeps afterwards: nothing before this is kept while filling
+            keep_from = max(offset, self._served_end) - KEEP_BYTES
+            self._fill_to(offset + size + READ_AHEAD, keep_from)
             return self._take(offset, size)
 
     def read_buffered(self, offset: int, size: int) -> bytes | None:
@@ -148,28 +166,39 @@ class Stream:
         if not self._lock.acquire(blocking=False):
             return None  # a read_at() is in the kernel
         try:
+            if offset < self._base:
+                return None  # a walk from the start, in the kernel
             if offset + size > self._produced and not (self._eof or self._error):
                 return None
             return self._take(offset, size)
         finally:
             self._lock.release()
 
-    def _fill_to(self, end: int) -> None:
+    def _start_over(self) -> None:
+        self.iterator.start_over()
+        self._buf = bytearray()
+        self._base = self._served_end = 0
+        self._eof = False
+        self._error = None
+
+    def _fill_to(self, end: int, keep_from: int) -> None:
         while self._produced < end and not self._eof and self._error is None:
             try:
-                chunk = self.iterator.read(end - self._produced)
+                chunk = self.iterator.read()
             except OSError as e:
                 # the reader gets every byte before the error, then the error
                 self._error = e
                 return
-            if chunk:
-                self._buf += chunk
-            else:
+            if not chunk:
                 self._eof = True
+                return
+            self._buf += chunk
+            drop = min(keep_from - self._base, len(self._buf))
+            if drop > 0:  # skipped over by a read further on
+                del self._buf[:drop]
+                self._base += drop
 
     def _take(self, offset: int, size: int) -> bytes:
-        if offset < self._base:
-            raise OSError(errno.ESPIPE, f"bytes before {self._base} of this open are no longer kept")
         start = offset - self._base
         if start >= len(self._buf) and self._error is not None:
             raise self._error
@@ -211,6 +240,7 @@ class Iterators:
         self._programs = Programs()
         self._lock = threading.Lock()
         self._open: set[Iterator] = set()
+        self._started_over = 0  # by iterators released
 
     @contextlib.contextmanager
     def _link_parts(self, target: str, params: Params, view: str | None, block: bool):
@@ -240,16 +270,24 @@ class Iterators:
         """A new walk. Loads the target's program on first use, which blocks;
         block=False raises WouldBlock instead, for callers that must not block."""
         with self._link_parts(target, params, view, block) as (prog_fd, link_info, recipe):
-            iterator = Iterator(target, prog_fd, link_info, recipe.through)
+            iterator = Iterator.attach(target, prog_fd, link_info, recipe.through)
         with self._lock:
             self._open.add(iterator)
         return iterator
 
     def open_pin(self, path: str, target: str) -> Iterator:
-        """A new walk of the iterator link pinned at path (still an iterator link?). Blocks."""
-        if pins.inspect(path) is None:
-            raise NotFound(f"{path}: no longer an iterator pin")
-        iterator = Iterator.of_pin(path, target)
+        """A new walk of the iterator link pinned at path (still an iterator link?). Blocks.
+        The open holds that link: a walk started over is of it, even if the pin is replaced."""
+        link_fd = pins.open_link(path)
+        if link_fd is None:
+            raise NotFound(f"{path}: no longer pinned")
+        try:
+            if pins.describe(link_fd, path) is None:
+                raise NotFound(f"{path}: no longer an iterator pin")
+        except BaseException:
+            os.close(link_fd)
+            raise
+        iterator = Iterator(target, link_fd)
         with self._lock:
             self._open.add(iterator)
         return iterator
@@ -266,6 +304,7 @@ class Iterators:
     def release(self, iterator: Iterator) -> None:
         with self._lock:
             self._open.discard(iterator)
+            self._started_over += iterator.started_over
         iterator.close()
 
     @property
@@ -284,7 +323,14 @@ class Iterators:
             "served_through": {name: r.through for name, r in sorted(targets.items()) if r.through},
             "loaded_programs": self._programs.loaded,
             "open_iterators": self.open_count,
+            # reads before what an open kept (seeks back): each a walk from the start
+            "walks_started_over": self.walks_started_over,
         }
+
+    @property
+    def walks_started_over(self) -> int:
+        with self._lock:
+            return self._started_over + sum(i.started_over for i in self._open)
 
     def close(self) -> None:
         with self._lock:

@@ -35,8 +35,12 @@ from .views import default_directories
 log = logging.getLogger(__name__)
 
 FSTYPE = "fuse.iterfs"
-# Not allow_other: only the user who mounted (root) can use the mount.
-FUSE_OPTIONS = frozenset({"fsname=iterfs", "subtype=iterfs", "ro", "nosuid", "nodev", "noexec", "default_permissions"})
+# Not allow_other: the kernel lets no one but the user who mounted (root) use the mount.
+# Not default_permissions: with it the kernel asks the daemon for attributes at each
+# open of a file whose attributes it dropped, and it must drop them of an open file for
+# lseek(SEEK_END) to reach getattr() (fs.IterFS._forget_size). Access is decided here
+# instead: open() is read-only, access() answers from the mode bits.
+FUSE_OPTIONS = frozenset({"fsname=iterfs", "subtype=iterfs", "ro", "nosuid", "nodev", "noexec"})
 
 
 class MountError(RuntimeError):

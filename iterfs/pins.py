@@ -2,8 +2,8 @@
 
 What a pin is comes from the kernel itself: bpf_obj_get() on the path, then
 the fdinfo of that fd, which for an iterator link says ``link_type: iter``,
-its ids, its target and the target's parameters. Opening a pinned iterator
-link with open(2) gives a new iterator, so reading a pin needs no program.
+its ids, its target and the target's parameters. An iterator made from that link fd
+(bpf_iter_create) is a new walk, so reading a pin needs no program.
 """
 
 from __future__ import annotations
@@ -35,16 +35,28 @@ _FDINFO_GENERIC = {"pos", "flags", "mnt_id", "ino", "link_type", "prog_tag", "ta
 
 def inspect(path: str) -> Pin | None:
     """The iterator link pinned at path, or None for anything else (maps, programs, other links)."""
+    fd = open_link(path)
+    if fd is None:
+        return None
     try:
-        fd = _libbpf.obj_get(path)
+        return describe(fd, path)
+    finally:
+        os.close(fd)
+
+
+def open_link(path: str) -> int | None:
+    """An fd for the object pinned at path (bpf_obj_get), or None if nothing can be opened there."""
+    try:
+        return _libbpf.obj_get(path)
     except OSError as e:
         log.debug("%s: cannot open the pinned object: %s", path, e.strerror)
         return None
-    try:
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-    finally:
-        os.close(fd)
+
+
+def describe(fd: int, path: str) -> Pin | None:
+    """The iterator link that fd (pinned at path) is, as its fdinfo says; None for other objects."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
     if info.get("link_type") != "iter":
         return None
     params = {k: v for k, v in info.items() if k not in _FDINFO_GENERIC | _FDINFO_IDS}

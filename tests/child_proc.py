@@ -2,7 +2,8 @@
 
 At start it holds: a regular file, a deleted file, a pipe, a TCP listening
 socket on loopback, a unix socketpair, an eventfd, and a file mapping.
-Commands: "open PATH" -> "ok FD"; "threads NAME..." -> "ok TID..."; "maps" -> "ok".
+Commands: "open PATH" -> "ok FD"; "threads NAME..." -> "ok TID...";
+"mappings N" -> "ok": N more anonymous mappings, one page each, that the kernel cannot merge.
 """
 
 import ctypes
@@ -51,5 +52,9 @@ for line in sys.stdin:
             threading.Thread(target=named_thread, args=(name, started, tids), daemon=True).start()
             started.wait()
         print("ok " + " ".join(map(str, tids)), flush=True)
+    elif command == "mappings":
+        for i in range(int(rest)):  # neighbours differ in protection, so each is a line of maps
+            keep.append(mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ if i % 2 else mmap.PROT_READ | mmap.PROT_WRITE))
+        print("ok", flush=True)
     else:
         print(f"error unknown command {command!r}", flush=True)

@@ -169,6 +169,9 @@ class Child:
     def open_file(self, path: Path) -> int:
         return int(self.command(f"open {path}"))
 
+    def add_mappings(self, count: int) -> None:
+        self.command(f"mappings {count}")
+
     def start_threads(self, names: list[str]) -> list[int]:
         return [int(t) for t in self.command("threads " + " ".join(names)).split()]
 

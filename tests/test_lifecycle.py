@@ -101,6 +101,17 @@ def test_the_mount_is_private_to_root(mount):
     assert done.returncode == 1 and "needs root" in done.stderr
 
 
+def test_access_answers_as_the_mode_bits_say(mount):
+    """No default_permissions: iterfs answers access(2) itself, as the kernel would from the modes."""
+    for path, modes in ((mount / "task/all", "r--"), (mount / "task/README", "r--"), (mount / "task", "r-x")):
+        got = "".join(c if os.access(path, m) else "-" for c, m in zip("rwx", (os.R_OK, os.W_OK, os.X_OK)))
+        assert got == modes, path
+        assert oct(os.stat(path).st_mode & 0o777) == {"r--": "0o444", "r-x": "0o555"}[modes]
+    with pytest.raises(OSError) as info:
+        open(mount / "task/all", "r+b")
+    assert info.value.errno == errno.EROFS
+
+
 def test_foreground_daemon_tells_systemd_when_ready_and_stopping(tmp_path, fuse_host):
     import socket
 
