@@ -3,8 +3,10 @@
 Load: LOAD_PROCS processes holding FILES_EACH open files each. Figures:
   1. cat MNT/task_file/all  vs  the same object pinned with `bpftool iter pin`, read with cat
   2. cat MNT/task_file/all  vs  walking /proc/*/fd with readlink (GNU find -printf %l)
-  3. open/read/close of task_file/pid=<self>  vs  the same loop on a constant-file pyfuse3 fs
-  4. daemon RSS idle, and with HELD iterator files open at once
+  3. open/read/close of task_file/pid=<self>  vs  the same loop on a constant-file pyfuse3 fs,
+     and the same with an fstat after the open, as cat and Python's open() do
+  4. read MNT/task_file/all, seek(0), read it again  vs  the pin read twice, one open each
+  5. daemon RSS idle, and with HELD iterator files open at once
 Each time is the median of several runs. Targets are ratios, never absolute times.
 """
 
@@ -56,12 +58,26 @@ def proc_walk() -> None:
                     "-printf", "%p %l\n"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def cycles(path: Path, n: int = CYCLES) -> None:
+def cycles(path: Path, n: int = CYCLES, fstat: bool = False) -> None:
     for _ in range(n):
         fd = os.open(path, os.O_RDONLY)
+        if fstat:
+            os.fstat(fd)
         while os.read(fd, 131072):
             pass
         os.close(fd)
+
+
+def read_twice(path: Path, rewind: bool) -> None:
+    """Read path to its end twice: with a seek back in one open, or with two opens."""
+    with open(path, "rb") as f:
+        f.read()
+        if rewind:
+            f.seek(0)
+            f.read()
+            return
+    with open(path, "rb") as f:
+        f.read()
 
 
 def rss_mb(pid: int) -> float:
@@ -129,6 +145,14 @@ def main() -> int:
                                                      lambda: cycles(floor_mnt / "file"), runs=5)
             rows.append((f"open/read/close task_file/pid=self ({size} B) vs FUSE floor", ours_cycle / CYCLES,
                          floor_cycle / CYCLES, ratio, "<= 1.5x"))
+            ours_cycle, floor_cycle, ratio = compare(lambda: cycles(mnt / f"task_file/pid={os.getpid()}", fstat=True),
+                                                     lambda: cycles(floor_mnt / "file", fstat=True), runs=5)
+            rows.append(("the same with an fstat after each open", ours_cycle / CYCLES,
+                         floor_cycle / CYCLES, ratio, "<= 1.5x"))
+            ours_twice, pin_twice, ratio = compare(lambda: read_twice(mnt / "task_file/all", rewind=True),
+                                                   lambda: read_twice(pin, rewind=False), runs=7)
+            rows.append(("read task_file/all, seek(0), read again vs pin read twice", ours_twice, pin_twice, ratio,
+                         "<= 1.3x"))
 
             held = [os.open(mnt / f"task_file/pid={os.getpid()}", os.O_RDONLY) for _ in range(HELD)]
             for fd in held:

@@ -35,7 +35,7 @@ class Floor(pyfuse3.Operations):
         return self._attr(FILE_INODE)
 
     async def open(self, inode, flags, ctx):
-        return pyfuse3.FileInfo(fh=inode, direct_io=True, nonseekable=True)
+        return pyfuse3.FileInfo(fh=inode, direct_io=True)
 
     async def read(self, fh, off, size):
         return self.data[off:off + size]

@@ -122,9 +122,10 @@ class IterFS(pyfuse3.Operations):
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._tree.node(inode)
-        if self._streams_of[inode] and callers.seeking_to_end(ctx.pid):
-            # as seq_lseek() answers in /proc: a walk has no end to seek to before it is read
-            log.debug("getattr(%d): lseek(SEEK_END) on %s: EINVAL, the size is unknown", inode, node.name)
+        if self._streams_of[inode] and callers.seeking_by_size(ctx.pid):
+            # as seq_lseek() answers in /proc: a walk has no end (nor data, nor holes) to seek to
+            log.debug("getattr(%d): lseek(SEEK_END/DATA/HOLE) on %s: EINVAL, the size is unknown",
+                      inode, node.name)
             raise pyfuse3.FUSEError(errno.EINVAL)
         return self._attributes(node)
 

@@ -227,6 +227,14 @@ def settled(measure, expected, timeout: float = 20.0):
     return value
 
 
+def rss_kb(pid: int) -> int:
+    """A process's resident memory, as /proc/PID/status says."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def iter_links() -> int:
     """The kernel's count of iterator links, as bpftool lists them."""
     out = subprocess.run(["bpftool", "-j", "link", "list"], capture_output=True, text=True, check=True).stdout

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from helpers import (REFUSING_ITERFS, REJECTED_TASK_VMA, bundled_copy, compile_bpf, iter_links, make_map, refusing_env, settled,
-                     start_mount)
+from helpers import (REFUSING_ITERFS, REJECTED_TASK_VMA, bundled_copy, compile_bpf, iter_links, make_map, refusing_env,
+                     rss_kb, settled, start_mount)
 
 pytestmark = pytest.mark.fuse
 
@@ -74,13 +74,6 @@ def _prog_exists(prog_id: int) -> bool:
     return subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode == 0
 
 
-def _rss_kb(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def _growth_kb(mnt, path, opens: int = 3000) -> int:
     """How much the daemon's RSS grows over opens of path, after as many to warm up."""
     def cycle():
@@ -91,10 +84,10 @@ def _growth_kb(mnt, path, opens: int = 3000) -> int:
             pass
     for _ in range(opens):
         cycle()
-    before = _rss_kb(mnt.pid)
+    before = rss_kb(mnt.pid)
     for _ in range(opens):
         cycle()
-    return _rss_kb(mnt.pid) - before
+    return rss_kb(mnt.pid) - before
 
 
 def test_thousands_of_opens_keep_the_daemon_flat(tmp_path, fuse_host, bpffs):

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 from conftest import run_iterfs
-from helpers import iter_links, settled, start_mount, without_gate_vma
+from helpers import iter_links, rss_kb, settled, start_mount, without_gate_vma
 
 pytestmark = pytest.mark.fuse
 
@@ -142,8 +142,9 @@ def test_reads_at_any_offset_in_any_order(mount, big_maps):
     assert not failures
 
 
+@pytest.mark.parametrize("whence", [os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE], ids=["END", "DATA", "HOLE"])
 @pytest.mark.parametrize("before", ["open", "fstat", "read", "read all", "stat"])
-def test_seek_end_is_einval_and_leaves_the_position(mount, before):
+def test_seek_end_is_einval_and_leaves_the_position(mount, before, whence):
     path = mount / "task/all"
     with open(path, "rb", buffering=0) as f:
         if before == "fstat":
@@ -157,17 +158,19 @@ def test_seek_end_is_einval_and_leaves_the_position(mount, before):
             os.stat(path)
         position = f.tell()
         with pytest.raises(OSError) as info:
-            f.seek(0, os.SEEK_END)
+            os.lseek(f.fileno(), 0, whence)
         assert info.value.errno == errno.EINVAL
         assert f.tell() == position
         f.seek(0)
         assert f.read(50).split()[0] == b"tgid"  # still readable, from the header on
 
 
-def test_seek_end_on_proc_is_einval_too():
+@pytest.mark.parametrize("whence", [os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE], ids=["END", "DATA", "HOLE"])
+def test_seek_end_on_proc_is_einval_too(whence):
     """The ground truth the test above holds iterfs to."""
     with open("/proc/net/unix", "rb") as f, pytest.raises(OSError) as info:
-        f.seek(0, os.SEEK_END)
+        f.read(10)
+        os.lseek(f.fileno(), 0, whence)
     assert info.value.errno == errno.EINVAL
 
 
@@ -270,22 +273,15 @@ def test_a_seek_far_ahead_keeps_memory_bounded(mount):
     path = mount / "ksym/all"
     size = len(path.read_bytes())
     assert size > 1 << 20
-    before = _rss_kb(mount.pid)
+    before = rss_kb(mount.pid)
     with open(path, "rb") as f:
         for _ in range(5):
             f.seek(size - 10)
             assert len(f.read()) == 10
             f.seek(0)
             assert f.read(10)
-    grown = _rss_kb(mount.pid) - before
+    grown = rss_kb(mount.pid) - before
     assert grown < size // 1024 // 2, f"the daemon grew by {grown} KB skipping over {size // 1024} KB"
-
-
-def _rss_kb(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_head_then_tail_of_the_same_open(mount, big_maps):
