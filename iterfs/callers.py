@@ -10,8 +10,11 @@ may not read that (Yama's ptrace_scope 3), every GETATTR looks like a stat(2).
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+
+log = logging.getLogger(__name__)
 
 BY_SIZE = {os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE}  # the whences that ask for the size
 # lseek(2)'s number in the syscall table of each architecture with its own table
@@ -19,15 +22,34 @@ _LSEEK = {"x86_64": 8, "aarch64": 62, "riscv64": 62, "loongarch64": 62,
           "ppc64le": 19, "ppc64": 19, "s390x": 19}.get(platform.machine())
 
 
-def seeking_by_size(tid: int) -> bool:
+_warned = False
+
+
+def _warn_once(why: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        log.warning("%s: lseek(SEEK_END) on open files gives 0 instead of EINVAL", why)
+
+
+def seeking_by_size(tid: int) -> bool | None:
     """Whether thread tid (in the daemon's pid namespace) is in an lseek(2) whose whence
-    needs the file's size: SEEK_END, SEEK_DATA or SEEK_HOLE."""
-    if _LSEEK is None or not tid:
+    needs the file's size: SEEK_END, SEEK_DATA or SEEK_HOLE. None while it is on a CPU."""
+    if _LSEEK is None:
+        _warn_once(f"lseek(2) has no syscall number iterfs knows on {platform.machine()}")
+        return False
+    if not tid:
         return False
     try:
         with open(f"/proc/{tid}/syscall", "rb") as f:
             fields = f.read().split()
+    except PermissionError as e:  # it holds for every caller
+        _warn_once(f"cannot read /proc/TID/syscall ({e.strerror}): without CAP_SYS_PTRACE, or where "
+                   "Yama or an LSM forbids it")
+        return False
     except OSError:  # gone, or no such file on this kernel
         return False
-    # "NR ARG0 ... ARG5 SP PC" while in a syscall; "running" or "-1 SP PC" otherwise
+    if fields[:1] == [b"running"]:
+        return None
+    # "NR ARG0 ... ARG5 SP PC" while in a syscall, "-1 SP PC" outside one
     return len(fields) >= 4 and fields[0] == str(_LSEEK).encode() and int(fields[3], 16) in BY_SIZE

@@ -221,7 +221,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"iterfs on {state['mountpoint']}: pid {state['pid']}, up {state['uptime_seconds']} s, "
           f"{len(state['targets'])} targets")
     print(f"open iterators: {state['open_iterators']}, opens: {state['opens']}, "
-          f"bytes served: {state['bytes_served']}, walks started over: {state['walks_started_over']}")
+          f"bytes served: {state['bytes_served']}, walks started over: {state.get('walks_started_over', '?')}")
     errors = ", ".join(f"{name} {count}" for name, count in sorted(state["errors"].items())) or "none"
     print(f"errors: {errors}")
     for name, why in sorted(state.get("refused_targets", {}).items()):

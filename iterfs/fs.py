@@ -34,6 +34,11 @@ from .tree import Kind, Node, Tree
 
 log = logging.getLogger(__name__)
 
+# A caller that has just sent a request may still be on its way to sleep, when its
+# syscall cannot be read: looks at it, and the wait between two (trio rounds it to 1 ms).
+SYSCALL_LOOKS = 5
+SYSCALL_WAIT = 0.0005
+
 
 class Stats:
     """What the daemon has done, for .iterfs/status."""
@@ -87,6 +92,16 @@ class _Text:
         self.text = text
 
 
+class _Open:
+    """An open iterator file: its Stream and inode, and the right to a worker thread."""
+
+    def __init__(self, stream: Stream, inode: int):
+        self.stream = stream
+        self.inode = inode
+        # pread(2)s of one fd by many threads wait here, not each in a worker thread of its own
+        self.in_kernel = trio.Lock()
+
+
 class IterFS(pyfuse3.Operations):
     def __init__(self, tree: Tree, iterators: Iterators, mountpoint: str = ""):
         super().__init__()
@@ -94,9 +109,8 @@ class IterFS(pyfuse3.Operations):
         self._mountpoint = mountpoint
         self._tree = tree
         self._iterators = iterators
-        self._handles: dict[int, Stream | _Text] = {}
-        self._stream_inodes: dict[int, int] = {}  # fh -> inode, of the Streams
-        self._streams_of: Counter[int] = Counter()  # inode -> Streams open
+        self._handles: dict[int, _Open | _Text] = {}
+        self._streams_of: Counter[int] = Counter()  # inode -> iterator files open
         # per opendir: the directory and its entries (names, or nodes already made for a mirror)
         self._listings: dict[int, tuple[Node, list[str | Node]]] = {}
         self._fh = itertools.count(1)
@@ -122,12 +136,22 @@ class IterFS(pyfuse3.Operations):
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._tree.node(inode)
-        if self._streams_of[inode] and callers.seeking_by_size(ctx.pid):
+        if self._streams_of[inode] and await self._seeking_by_size(ctx.pid):
             # as seq_lseek() answers in /proc: a walk has no end (nor data, nor holes) to seek to
             log.debug("getattr(%d): lseek(SEEK_END/DATA/HOLE) on %s: EINVAL, the size is unknown",
                       inode, node.name)
             raise pyfuse3.FUSEError(errno.EINVAL)
         return self._attributes(node)
+
+    async def _seeking_by_size(self, tid: int) -> bool:
+        """Whether thread tid is in lseek(SEEK_END/DATA/HOLE). It sent the request and may
+        not be asleep yet, when what it is doing cannot be read: look again, briefly."""
+        for _ in range(SYSCALL_LOOKS):
+            seeking = callers.seeking_by_size(tid)
+            if seeking is not None:
+                return seeking
+            await trio.sleep(SYSCALL_WAIT)
+        return False
 
     @_errors
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -208,10 +232,10 @@ class IterFS(pyfuse3.Operations):
                 iterator = self._iterators.open(node.target, node.params, node.view, block=False)
             except WouldBlock:
                 iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params, node.view)
-        self._handles[fh] = Stream(iterator)
-        self._stream_inodes[fh] = inode
+        self._handles[fh] = _Open(Stream(iterator), inode)
         self._streams_of[inode] += 1
-        self._forget_size(inode)
+        if self._streams_of[inode] == 1:  # later opens find attr_timeout 0 in every reply
+            self._uncache_attributes(inode)
         self.stats.opens += 1
         # size unknown until read: like /proc, st_size is 0 and reads bypass the page cache;
         # seekable like /proc too: the kernel keeps the position, a read at any offset is a Stream's
@@ -222,36 +246,42 @@ class IterFS(pyfuse3.Operations):
         handle = self._handles[fh]
         if isinstance(handle, _Text):
             return handle.text[off:off + size]
-        data = handle.read_buffered(off, size)
+        stream = handle.stream
+        data = stream.read_buffered(off, size)
         if data is None:
-            data = await trio.to_thread.run_sync(handle.read_at, off, size)
+            async with handle.in_kernel:
+                data = stream.read_buffered(off, size)  # the read waited for may have brought it
+                if data is None:
+                    data = await trio.to_thread.run_sync(stream.read_at, off, size)
         self.stats.bytes_served += len(data)
         return data
 
-    def _forget_size(self, inode: int) -> None:
-        """Make the kernel ask getattr() for the size of inode until its last close.
+    def _uncache_attributes(self, inode: int) -> None:
+        """Make the kernel ask getattr() for the attributes of inode until its last close.
 
-        lseek(SEEK_END) asks only when the kernel holds no attributes; after this it holds
-        none (getattr() answers with attr_timeout 0 while a Stream is open), so getattr()
-        can refuse it. The price: a stat(2) of an open file, or the first after a close,
-        is a round trip to the daemon."""
+        lseek(SEEK_END) asks for the size only when the kernel holds no attributes; after
+        this it holds none (getattr() answers with attr_timeout 0 while the file is open),
+        so getattr() can refuse it. The price: a stat(2) of an open file, and the first
+        after its last close, is a round trip to the daemon."""
         try:
             pyfuse3.invalidate_inode(inode, attr_only=True)
-        except OSError as e:  # the kernel has let go of the inode: nothing cached to drop
-            log.debug("invalidate_inode(%d): %s", inode, e.strerror)
+        except OSError as e:
+            if e.errno == errno.ENOENT:  # the kernel has let go of the inode: nothing is cached
+                return
+            log.warning("invalidate_inode(%d): %s: lseek(SEEK_END) on this open gives 0, not EINVAL",
+                        inode, e.strerror)
 
     @_errors
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
-        if isinstance(handle, Stream):
-            inode = self._stream_inodes.pop(fh)
-            self._streams_of[inode] -= 1
-            if not self._streams_of[inode]:
-                del self._streams_of[inode]
-            if not handle.try_close():
+        if isinstance(handle, _Open):
+            self._streams_of[handle.inode] -= 1
+            if not self._streams_of[handle.inode]:
+                del self._streams_of[handle.inode]
+            if not handle.stream.try_close():
                 # a read of this handle is still in the kernel: wait for it in a thread
-                await trio.to_thread.run_sync(handle.close)
-            self._iterators.release(handle.iterator)
+                await trio.to_thread.run_sync(handle.stream.close)
+            self._iterators.release(handle.stream.iterator)
 
     @_errors
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:

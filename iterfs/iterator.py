@@ -102,9 +102,11 @@ class Iterator:
 
     def close(self) -> None:
         if self.iter_fd >= 0:
-            os.close(self.iter_fd)
-            os.close(self.link_fd)
-            self.iter_fd = self.link_fd = -1
+            iter_fd, link_fd, self.iter_fd, self.link_fd = self.iter_fd, self.link_fd, -1, -1
+            try:
+                os.close(iter_fd)
+            finally:
+                os.close(link_fd)
 
     def __enter__(self) -> Iterator:
         return self
@@ -146,6 +148,11 @@ class Stream:
     @property
     def _produced(self) -> int:
         return self._base + len(self._buf)
+
+    @property
+    def held(self) -> int:
+        """Bytes of output this open holds in memory."""
+        return len(self._buf)
 
     def read_at(self, offset: int, size: int) -> bytes:
         """The bytes at offset, reading the kernel as needed. Blocks."""
@@ -193,8 +200,10 @@ class Stream:
                 self._eof = True
                 return
             self._buf += chunk
-            drop = min(keep_from - self._base, len(self._buf))
-            if drop > 0:  # skipped over by a read further on
+            # skipped over by a read further on; the walk's last KEEP_BYTES stay, for a read
+            # beyond the end followed by one before it
+            drop = min(keep_from - self._base, len(self._buf) - KEEP_BYTES)
+            if drop > 0:
                 del self._buf[:drop]
                 self._base += drop
 
@@ -204,7 +213,8 @@ class Stream:
             raise self._error
         with memoryview(self._buf) as view:  # released before the buffer is resized below
             data = bytes(view[start:start + size])
-        self._served_end = max(self._served_end, offset + len(data))
+        if data:  # a read beyond the end serves nothing, and moves what is kept nowhere
+            self._served_end = max(self._served_end, offset + len(data))
         drop = self._served_end - self._base - KEEP_BYTES
         if drop > 0:
             del self._buf[:drop]

@@ -38,8 +38,9 @@ FSTYPE = "fuse.iterfs"
 # Not allow_other: the kernel lets no one but the user who mounted (root) use the mount.
 # Not default_permissions: with it the kernel asks the daemon for attributes at each
 # open of a file whose attributes it dropped, and it must drop them of an open file for
-# lseek(SEEK_END) to reach getattr() (fs.IterFS._forget_size). Access is decided here
-# instead: open() is read-only, access() answers from the mode bits.
+# lseek(SEEK_END) to reach getattr() (fs.IterFS._uncache_attributes). Access is decided
+# here instead: open() is read-only, access() answers from the mode bits. So the kernel
+# checks no modes: allow_other must not come without iterfs's own checks per reader.
 FUSE_OPTIONS = frozenset({"fsname=iterfs", "subtype=iterfs", "ro", "nosuid", "nodev", "noexec"})
 
 

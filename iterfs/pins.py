@@ -8,6 +8,7 @@ its ids, its target and the target's parameters. An iterator made from that link
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -44,11 +45,18 @@ def inspect(path: str) -> Pin | None:
         os.close(fd)
 
 
+# bpf_obj_get()'s errnos for a path that holds no BPF object (EACCES: a file that is no pin)
+_NOTHING_PINNED = {errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EINVAL}
+
+
 def open_link(path: str) -> int | None:
-    """An fd for the object pinned at path (bpf_obj_get), or None if nothing can be opened there."""
+    """An fd for the object pinned at path (bpf_obj_get), or None if no BPF object is there.
+    Other failures (EMFILE, ENOMEM) are raised: they say nothing of the path."""
     try:
         return _libbpf.obj_get(path)
     except OSError as e:
+        if e.errno not in _NOTHING_PINNED:
+            raise
         log.debug("%s: cannot open the pinned object: %s", path, e.strerror)
         return None
 

@@ -53,8 +53,8 @@ for line in sys.stdin:
             started.wait()
         print("ok " + " ".join(map(str, tids)), flush=True)
     elif command == "mappings":
-        for i in range(int(rest)):  # neighbours differ in protection, so each is a line of maps
-            keep.append(mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ if i % 2 else mmap.PROT_READ | mmap.PROT_WRITE))
+        for _ in range(int(rest)):  # MAP_SHARED anonymous: each its own shmem object, never merged
+            keep.append(mmap.mmap(-1, mmap.PAGESIZE))
         print("ok", flush=True)
     else:
         print(f"error unknown command {command!r}", flush=True)

@@ -235,6 +235,18 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def iter_links_of(pid: int) -> int:
+    """The iterator links that process pid holds fds of, as their fdinfo says."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                count += "link_type:\titer\n" in f.read()
+        except FileNotFoundError:
+            pass  # closed meanwhile
+    return count
+
+
 def iter_links() -> int:
     """The kernel's count of iterator links, as bpftool lists them."""
     out = subprocess.run(["bpftool", "-j", "link", "list"], capture_output=True, text=True, check=True).stdout

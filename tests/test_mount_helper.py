@@ -6,6 +6,7 @@ one (not per module) so that the cheap ones run on any host.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
@@ -414,6 +415,11 @@ def test_the_service_capabilities_are_enough_for_every_target(tmp_path, fuse_hos
             except OSError as e:
                 pytest.fail(f"{name}/all under CapabilityBoundingSet={' '.join(caps)}: {e}\n{log_of(log)}")
         assert {"task", "task_file", "task_vma", "tcp", "ksym"} <= set(read)
+        with open(mnt / "task/all", "rb") as f:  # a caller's syscall can be read: SEEK_END is refused
+            f.read(100)
+            with pytest.raises(OSError) as info:
+                f.seek(0, os.SEEK_END)
+            assert info.value.errno == errno.EINVAL and f.tell() == 100
         # kernel addresses as root sees them (CAP_SYSLOG), not zeros
         stable = lambda lines: [line for line in lines if not line.endswith("\t[bpf]")]
         ours = stable((mnt / "ksym/all").read_text().splitlines())

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import errno
 import os
+import random
+import signal
+import threading
+from types import SimpleNamespace
 
 import pyfuse3
 import pytest
 import trio
 
 from helpers import iter_links, proc_fds, task_file_lines
+from iterfs import params as params_mod
 from iterfs.catalog import Catalog
 from iterfs.fs import IterFS
-from iterfs.iterator import Iterators
+from iterfs.iterator import KEEP_BYTES, KERNEL_READ, READ_AHEAD, Iterators, Stream
 from iterfs.tree import Tree
 
 pytestmark = pytest.mark.bpf
@@ -135,3 +140,89 @@ def test_a_targets_own_files_never_look_at_the_objects_directories(ops, monkeypa
         return data
 
     assert str(child.pid).encode() in run(cat)
+
+
+def test_attributes_are_not_cached_while_an_iterator_file_is_open(ops):
+    """What lets lseek(SEEK_END) reach getattr(): attr_timeout 0 from the first open to the last close."""
+    caller = SimpleNamespace(pid=threading.get_native_id(), uid=0, gid=0)  # this thread, in read(2) of /proc
+
+    async def opens_and_closes():
+        d = await ops.lookup(pyfuse3.ROOT_INODE, b"task", None)
+        f = await ops.lookup(d.st_ino, b"all", None)
+        timeouts = [f.attr_timeout]
+        a = await ops.open(f.st_ino, os.O_RDONLY, None)
+        b = await ops.open(f.st_ino, os.O_RDONLY, None)
+        timeouts.append((await ops.getattr(f.st_ino, caller)).attr_timeout)
+        await ops.release(a.fh)
+        timeouts.append((await ops.getattr(f.st_ino, caller)).attr_timeout)  # b is still open
+        await ops.release(b.fh)
+        timeouts.append((await ops.getattr(f.st_ino, caller)).attr_timeout)
+        readme = await ops.lookup(d.st_ino, b"README", None)
+        r = await ops.open(readme.st_ino, os.O_RDONLY, None)
+        timeouts.append((await ops.getattr(readme.st_ino, caller)).attr_timeout)  # not an iterator
+        await ops.release(r.fh)
+        return timeouts
+
+    first, both, one, none, readme = run(opens_and_closes)
+    assert first > 0 and both == one == 0 and none == first and readme > 0
+
+
+def test_access_is_answered_from_the_mode_bits(ops):
+    async def modes():
+        d = await ops.lookup(pyfuse3.ROOT_INODE, b"task", None)
+        f = await ops.lookup(d.st_ino, b"all", None)
+        return [await ops.access(inode, mode, None) for inode in (f.st_ino, d.st_ino)
+                for mode in (os.R_OK, os.X_OK, os.R_OK | os.X_OK)]
+
+    assert run(modes) == [True, False, False, True, True, True]
+
+
+@pytest.fixture
+def stopped_maps(child):
+    """A stopped child's task_vma/pid=P in one walk (several times what an open keeps), and its params."""
+    child.add_mappings(3000)
+    params = params_mod.parse("task_vma", f"pid={child.pid}")
+    os.kill(child.pid, signal.SIGSTOP)
+    iterators = Iterators(Catalog())
+    try:
+        walk = iterators.open("task_vma", params)
+        plain = b"".join(walk)
+        iterators.release(walk)
+        assert len(plain) > 3 * KEEP_BYTES
+        yield iterators, params, plain
+    finally:
+        iterators.close()
+        os.kill(child.pid, signal.SIGCONT)
+
+
+def test_a_stream_serves_any_offset_from_bounded_memory(stopped_maps):
+    iterators, params, plain = stopped_maps
+    stream = Stream(iterators.open("task_vma", params))
+    sizes = (1, 333, 4096, 131072)
+    bound = KEEP_BYTES + max(sizes) + READ_AHEAD + KERNEL_READ  # as the README says
+    rng = random.Random(14)
+    try:
+        for _ in range(300):
+            offset, size = rng.randrange(len(plain) + 1000), rng.choice(sizes)
+            assert stream.read_at(offset, size) == plain[offset:offset + size], (offset, size)
+            assert stream.held <= bound
+    finally:
+        stream.close()
+        iterators.release(stream.iterator)
+
+
+def test_a_stream_starts_over_only_before_what_it_keeps(stopped_maps):
+    iterators, params, plain = stopped_maps
+    end = len(plain)
+    stream = Stream(iterators.open("task_vma", params))
+    try:
+        assert stream.read_at(end - 10, 10) == plain[-10:]  # read on to near the end
+        assert stream.read_at(end + 10**6, 10) == b""  # beyond the end: nothing, and nothing lost
+        assert stream.read_buffered(end - 1000, 100) == plain[end - 1000:end - 900]  # kept: no kernel read
+        assert stream.iterator.started_over == 0
+        assert stream.read_buffered(0, 10) is None  # gone: a kernel read, not for an event loop
+        assert stream.read_at(0, 10) == plain[:10]
+        assert stream.iterator.started_over == 1
+    finally:
+        stream.close()
+        iterators.release(stream.iterator)
