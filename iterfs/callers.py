@@ -5,7 +5,8 @@ never reaches the daemon. SEEK_END, SEEK_DATA and SEEK_HOLE do, as a GETATTR
 for the file's size, but pyfuse3 does not hand on the file handle that tells it
 apart from a stat(2). The caller waits in the kernel until the daemon answers,
 so the syscall it is in says which of the two the request is. Where the daemon
-may not read that (Yama's ptrace_scope 3), every GETATTR looks like a stat(2).
+may not read that (no CAP_SYS_PTRACE, Yama's ptrace_scope 3, an LSM), every
+GETATTR looks like a stat(2), and one warning says so.
 """
 
 from __future__ import annotations

@@ -138,12 +138,16 @@ class Stream:
     def __init__(self, iterator: Iterator):
         self.iterator = iterator
         self._lock = threading.Lock()
+        self._closed = False
+        self._at_start()
+
+    def _at_start(self) -> None:
+        """Nothing read yet of the iterator's walk."""
         self._buf = bytearray()
         self._base = 0  # stream offset of _buf[0]
         self._served_end = 0
         self._eof = False
         self._error: OSError | None = None
-        self._closed = False
 
     @property
     def _produced(self) -> int:
@@ -183,10 +187,7 @@ class Stream:
 
     def _start_over(self) -> None:
         self.iterator.start_over()
-        self._buf = bytearray()
-        self._base = self._served_end = 0
-        self._eof = False
-        self._error = None
+        self._at_start()
 
     def _fill_to(self, end: int, keep_from: int) -> None:
         while self._produced < end and not self._eof and self._error is None:
