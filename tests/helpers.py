@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 # the installed command, beside this interpreter (the venv make setup made)
@@ -326,6 +327,21 @@ def task_file_lines(text: str) -> list[dict]:
 def without_gate_vma(maps: str) -> str:
     """/proc/PID/maps less the [vsyscall] page, which is not a mapping of the process."""
     return "".join(line for line in maps.splitlines(keepends=True) if not line.rstrip().endswith("[vsyscall]"))
+
+
+@contextmanager
+def stopped(child):
+    """child stopped, so its mappings hold still; yields its /proc/PID/maps (without_gate_vma)."""
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        yield without_gate_vma(open(f"/proc/{child.pid}/maps").read())
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+
+
+def maps_part(ours: str) -> str:
+    """/proc/PID/maps from task_vma lines: each without the pid in front."""
+    return "".join(line.split(" ", 1)[1] for line in ours.splitlines(keepends=True))
 
 
 _refusals: dict[str, int] = {}

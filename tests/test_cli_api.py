@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import signal
 
 import pytest
 
 import iterfs
 from conftest import run_iterfs
 from helpers import ITERFS
-from helpers import proc_fds, task_file_lines, task_lines, without_gate_vma
+from helpers import maps_part, proc_fds, stopped, task_file_lines, task_lines
 
 pytestmark = pytest.mark.bpf
 
 
 def test_cat_prints_proc_maps(child):
-    os.kill(child.pid, signal.SIGSTOP)
-    try:
+    with stopped(child) as maps:
         done = run_iterfs("cat", f"task_vma/pid={child.pid}")
-        maps = without_gate_vma(open(f"/proc/{child.pid}/maps").read())
-    finally:
-        os.kill(child.pid, signal.SIGCONT)
     assert done.returncode == 0, done.stderr
-    assert "".join(line.split(" ", 1)[1] for line in done.stdout.splitlines(keepends=True)) == maps
+    assert maps_part(done.stdout) == maps
 
 
 def test_cat_readme_and_several_paths(child):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import random
-import signal
 import threading
 from types import SimpleNamespace
 
@@ -13,7 +12,7 @@ import pyfuse3
 import pytest
 import trio
 
-from helpers import iter_links, proc_fds, task_file_lines
+from helpers import iter_links, proc_fds, stopped, task_file_lines
 from iterfs import params as params_mod
 from iterfs.catalog import Catalog
 from iterfs.fs import IterFS
@@ -182,17 +181,16 @@ def stopped_maps(child):
     """A stopped child's task_vma/pid=P in one walk (several times what an open keeps), and its params."""
     child.add_mappings(3000)
     params = params_mod.parse("task_vma", f"pid={child.pid}")
-    os.kill(child.pid, signal.SIGSTOP)
     iterators = Iterators(Catalog())
     try:
-        walk = iterators.open("task_vma", params)
-        plain = b"".join(walk)
-        iterators.release(walk)
-        assert len(plain) > 3 * KEEP_BYTES
-        yield iterators, params, plain
+        with stopped(child):
+            walk = iterators.open("task_vma", params)
+            plain = b"".join(walk)
+            iterators.release(walk)
+            assert len(plain) > 3 * KEEP_BYTES
+            yield iterators, params, plain
     finally:
         iterators.close()
-        os.kill(child.pid, signal.SIGCONT)
 
 
 def test_a_stream_serves_any_offset_from_bounded_memory(stopped_maps):

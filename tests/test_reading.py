@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 
 import pytest
 
-from helpers import proc_fds, task_file_lines, task_lines, without_gate_vma
+from helpers import maps_part, proc_fds, stopped, task_file_lines, task_lines
 
 pytestmark = pytest.mark.fuse
 
@@ -48,18 +47,6 @@ def test_two_opens_read_byte_by_byte_in_turn_are_both_complete(mount, child):
         assert {r["fd"]: r["path"] for r in task_file_lines(data.decode())} == truth
 
 
-def _stopped_maps(child, read):
-    os.kill(child.pid, signal.SIGSTOP)
-    try:
-        return read(), without_gate_vma(open(f"/proc/{child.pid}/maps").read())
-    finally:
-        os.kill(child.pid, signal.SIGCONT)
-
-
-def _maps_part(ours: str) -> str:
-    return "".join(line.split(" ", 1)[1] for line in ours.splitlines(keepends=True))
-
-
 @pytest.mark.parametrize(
     "reader",
     [
@@ -73,21 +60,20 @@ def _maps_part(ours: str) -> str:
 def test_real_readers_get_proc_maps(mount, child, reader):
     path = str(mount / f"task_vma/pid={child.pid}")
     args = [*reader, f"if={path}"] if reader[0] == "dd" else [*reader, path]
-    ours, maps = _stopped_maps(child, lambda: subprocess.run(args, capture_output=True, text=True, check=True).stdout)
-    assert _maps_part(ours) == maps
+    with stopped(child) as maps:
+        ours = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    assert maps_part(ours) == maps
 
 
 def test_head_and_grep(mount, child):
     path = str(mount / f"task_vma/pid={child.pid}")
-    full, maps = _stopped_maps(child, lambda: open(path).read())
-    os.kill(child.pid, signal.SIGSTOP)
-    try:
+    with stopped(child) as maps:
+        full = open(path).read()
+    with stopped(child):
         head = subprocess.run(["head", "-c", "100", path], capture_output=True, check=True).stdout
-    finally:
-        os.kill(child.pid, signal.SIGCONT)
     assert head == full.encode()[:100]
     grep = subprocess.run(["grep", "-F", "[stack]", path], capture_output=True, text=True, check=True).stdout
-    assert _maps_part(grep) == "".join(line + "\n" for line in maps.splitlines() if line.endswith("[stack]"))
+    assert maps_part(grep) == "".join(line + "\n" for line in maps.splitlines() if line.endswith("[stack]"))
 
 
 def test_large_output_streams_whole(mount):

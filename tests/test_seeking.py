@@ -8,36 +8,19 @@ import itertools
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from conftest import run_iterfs
-from helpers import ITERFS, iter_links_of, rss_kb, settled, start_mount, without_gate_vma
+from helpers import ITERFS, iter_links_of, maps_part, rss_kb, settled, start_mount, stopped, without_gate_vma
 
 pytestmark = pytest.mark.fuse
 
 KEPT = 64 * 1024  # what an open keeps of what it served, as the README says
-
-
-@contextmanager
-def stopped(child):
-    """The child stopped, so its maps hold still, and what /proc says of them."""
-    os.kill(child.pid, signal.SIGSTOP)
-    try:
-        yield without_gate_vma(open(f"/proc/{child.pid}/maps").read()).encode()
-    finally:
-        os.kill(child.pid, signal.SIGCONT)
-
-
-def maps_part(ours: bytes) -> bytes:
-    """/proc/PID/maps from task_vma lines: each without the pid in front."""
-    return b"".join(line.split(b" ", 1)[1] for line in ours.splitlines(keepends=True))
 
 
 @pytest.fixture
@@ -69,7 +52,7 @@ def test_seek_back_to_the_start_is_a_complete_walk(mount, big_maps):
         f.seek(0)
         again = f.read()
     assert len(maps) > 3 * KEPT
-    assert maps_part(whole) == maps == maps_part(again)
+    assert maps_part(whole.decode()) == maps == maps_part(again.decode())
     assert whole.startswith(first)
 
 
@@ -98,8 +81,8 @@ def test_a_seek_back_past_what_is_kept_is_a_new_snapshot(mount, big_maps):
             f.seek(0)
             second = f.read()
     assert len(first) > 3 * KEPT
-    assert maps_part(second) == maps  # the state of now, not of the first walk
-    assert maps_part(first) != maps
+    assert maps_part(second.decode()) == maps  # the state of now, not of the first walk
+    assert maps_part(first.decode()) != maps
 
 
 def test_a_seek_ahead_reads_what_a_plain_read_reaches(mount, big_maps):
@@ -114,7 +97,7 @@ def test_a_seek_ahead_reads_what_a_plain_read_reaches(mount, big_maps):
             assert f.read(500) == plain[:500]
             f.seek(3 * KEPT)
             assert f.read(1000) == plain[3 * KEPT:3 * KEPT + 1000]
-    assert maps_part(plain) == without_gate_vma(open(f"/proc/{big_maps.pid}/maps").read()).encode()
+    assert maps_part(plain.decode()) == without_gate_vma(open(f"/proc/{big_maps.pid}/maps").read())
 
 
 def test_reads_at_any_offset_in_any_order(mount, big_maps):
@@ -234,7 +217,7 @@ def test_a_pinned_iterator_seeks_the_same_and_keeps_its_link(tmp_path, bpffs, fu
             with pytest.raises(OSError) as info:
                 f.seek(0, os.SEEK_END)
             assert info.value.errno == errno.EINVAL
-        assert maps_part(whole) == maps
+        assert maps_part(whole.decode()) == maps
     finally:
         mnt.stop()
 
