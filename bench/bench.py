@@ -7,6 +7,8 @@ Load: LOAD_PROCS processes holding FILES_EACH open files each. Figures:
      and the same with an fstat after the open, as cat and Python's open() do
   4. read MNT/task_file/all, seek(0), read it again  vs  the pin read twice, one open each
   5. daemon RSS idle, and with HELD iterator files open at once
+  6. cat MNT/task/fields=<the bundled task program's columns>/all  vs  cat MNT/task/all, and vs
+     a Python walk of /proc/*/task/*/status gathering the same values
 Each time is the median of several runs. Targets are ratios, never absolute times.
 """
 
@@ -31,6 +33,10 @@ FILES_EACH = 20
 HELD = 500
 RUNS = 7
 CYCLES = 2000
+# The bundled task program's columns (tgid pid ppid uid S comm) as fields: no one field holds
+# its state letter (task_state_char() reads __state and exit_state), so __state stands for it.
+TASK_FIELDS = "tgid,pid,real_parent.tgid,cred.uid,__state,comm"
+_STATUS_KEYS = {b"Name": 5, b"State": 4, b"Tgid": 0, b"Pid": 1, b"PPid": 2, b"Uid": 3}
 
 
 def timed(fn) -> float:
@@ -56,6 +62,32 @@ def cat(path: Path) -> None:
 def proc_walk() -> None:
     subprocess.run(["find", "/proc", "-mindepth", "3", "-maxdepth", "3", "-path", "/proc/[0-9]*/fd/*",
                     "-printf", "%p %l\n"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def proc_status_walk() -> list[str]:
+    """The values of TASK_FIELDS for every thread, as lines, from /proc/*/task/*/status."""
+    lines = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:  # gone since the listing
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status", "rb") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            values = [b""] * 6
+            for line in text.split(b"\n", 9)[:9]:  # Name ... Uid are the first nine lines
+                key, _, value = line.partition(b":")
+                at = _STATUS_KEYS.get(key)
+                if at is not None:
+                    values[at] = value.split()[0] if at != 5 else value.strip()
+            lines.append(b"\t".join(values).decode(errors="backslashreplace"))
+    return lines
 
 
 def cycles(path: Path, n: int = CYCLES, fstat: bool = False) -> None:
@@ -160,6 +192,17 @@ def main() -> int:
             held_rss = rss_mb(daemon)
             for fd in held:
                 os.close(fd)
+
+            task_fields = mnt / f"task/fields={TASK_FIELDS}/all"
+            cat(task_fields)  # load the fields program once (its first open loads it)
+            cat(mnt / "task/all")
+            ours_fields, bundled, ratio = compare(lambda: cat(task_fields), lambda: cat(mnt / "task/all"), runs=11)
+            rows.append(("cat task/fields=<task's columns>/all vs cat task/all", ours_fields, bundled, ratio,
+                         "<= 1.2x"))
+            ours_fields, walk, ratio = compare(lambda: cat(task_fields), proc_status_walk, runs=5)
+            rows.append(("the same vs a Python walk of /proc/*/task/*/status", ours_fields, walk, 1 / ratio,
+                         ">= 5x faster"))
+            task_lines = (mnt / "task/all").read_bytes().count(b"\n")  # bytes: a comm need not be UTF-8
         finally:
             pin.unlink(missing_ok=True)
             if floor:
@@ -173,7 +216,9 @@ def main() -> int:
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"\niterfs bench: {platform.node()}, Linux {platform.release()}, {os.cpu_count()} x {cpu}")
-    print(f"load: {LOAD_PROCS} processes x {FILES_EACH} files ({lines} lines in task_file/all)\n")
+    print(f"load: {LOAD_PROCS} processes x {FILES_EACH} files ({lines} lines in task_file/all, "
+          f"{task_lines} in task/all)")
+    print(f"task's columns as fields: {TASK_FIELDS} (__state for the state letter)\n")
     print(f"| {'measure':<58} | {'iterfs':>10} | {'baseline':>10} | {'ratio':>7} | target        |")
     print(f"|{'-' * 60}|{'-' * 12}|{'-' * 12}|{'-' * 9}|---------------|")
     for name, ours, base, ratio, target in rows:

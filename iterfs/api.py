@@ -18,7 +18,8 @@ from .catalog import BUNDLED_DIR, Catalog
 from .iterator import Iterators
 from .pins import require_bpffs
 from .programs import route_libbpf_log
-from .tree import README
+from .fields import LISTING, PREFIX, listing
+from .tree import JSON, README
 
 
 class Session:
@@ -37,12 +38,22 @@ class Session:
         return b"".join(self.stream(target, **params)).decode(errors="surrogateescape")
 
     def stream_path(self, path: str) -> TypingIterator[bytes]:
-        """The contents of a tree path such as ``task_vma/pid=42`` or ``task/README``."""
+        """The contents of a tree path such as ``task_vma/pid=42``, ``task/README`` or
+        ``task/fields=pid,comm/all.json``."""
         target, name = self._split(path)
-        if name == README:
-            yield self.catalog.recipe(target).readme.encode()
+        if name.startswith(LISTING):  # FIELDS, FIELDS.mm
+            yield listing(target, name[len(LISTING) + 1:]).encode()
             return
-        yield from self._stream(target, params_mod.parse(target, name))
+        fields = None
+        if name.startswith(PREFIX):  # task/fields=pid,comm/all, .../all.json
+            fields, _, name = name[len(PREFIX):].partition("/")
+            name = name or params_mod.ALL
+        if name == README:
+            yield self.catalog.recipe(target, fields=fields).readme.encode()
+            return
+        as_json = fields is not None and name.endswith(JSON)
+        params = params_mod.parse(target, name[:-len(JSON)] if as_json else name)
+        yield from self._stream(target, params, fields, as_json)
 
     def pin(self, path: str, bpffs_path: Path) -> None:
         """Pin the iterator of a tree path (``task_vma/pid=42``) at bpffs_path; it outlives us."""
@@ -56,8 +67,9 @@ class Session:
         target, _, name = path.strip("/").partition("/")
         return target, name or params_mod.ALL
 
-    def _stream(self, target: str, params: params_mod.Params) -> TypingIterator[bytes]:
-        iterator = self.iterators.open(target, params)
+    def _stream(self, target: str, params: params_mod.Params, fields: str | None = None,
+                as_json: bool = False) -> TypingIterator[bytes]:
+        iterator = self.iterators.open(target, params, fields=fields, as_json=as_json)
         try:
             yield from iterator
         finally:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from . import params as params_mod, probes
+from . import fields as fields_mod, params as params_mod, probes
 from .btf import Global, read_globals
 from .discovery import NoPrivilege, kernel_targets, refusal, refused_targets
 from .errors import NotFound
@@ -48,6 +48,9 @@ class Walk(NamedTuple):
 
 
 WALKS = {"bpf_map_elem": Walk("bpf_map", "bpf_map_elem_walk.bpf.o", "dump_bpf_map_elem", "elems")}
+# bpf/fields.bpf.c: serves <target>/fields=.../ for every target, attached to it at load
+# (its section's target is a placeholder, as the generic program's is)
+FIELDS_OBJECT, FIELDS_PROGRAM, FIELDS_PLACEHOLDER = "fields.bpf.o", "dump_fields", "fields"
 
 _GENERIC_README = """{target}: one line per object, walked when the file is opened.
 
@@ -71,6 +74,15 @@ walked when a file is opened. What a line holds is up to that program.
 
 Files: the same as in {target}/ (see ../README): all, when {target} can walk
 without parameters, and the parameter files, e.g. {target}/{view}/all.
+"""
+
+
+_FIELDS_README = """
+Any member of these objects, as this kernel's BTF lays them out (no BPF to write):
+  FIELDS                        what the fields may be: members, one level into embedded structs
+  FIELDS.<path>                 the members at path, a struct or a pointer to one
+  fields=<name>,<name>,.../all  those members of every object (all.json: JSON Lines),
+                                e.g. {target}/fields=<name>,<name>/all; its README says more
 """
 
 
@@ -120,6 +132,7 @@ class Recipe:
     refused: int | None = None  # the errno with which this kernel refuses every program of the target
     through: str | None = None  # the program is another target's (WALKS): its params are not the link's
     maps: tuple[tuple[str, int], ...] = ()  # (map of the object, id of the existing map it stands for)
+    fields: fields_mod.FieldList | None = field(default=None, compare=False)  # <target>/fields=.../
 
     @contextlib.contextmanager
     def object_file(self) -> Iterator[str]:
@@ -141,15 +154,18 @@ class Recipe:
         """Made once per recipe: a target's own lives as long as the mount."""
         if self.refused:
             return _refused_text(self.target, self.refused) + "\n" + replace(self, refused=None).readme
+        if self.fields:
+            return self.fields.readme
         if self.view:
             return _VIEW_README.format(target=self.target, view=self.view, path=self.object_path,
                                        program=self.program) + _globals_text(self.schema, self.globals)
         if self.attach:
             return _GENERIC_README.format(target=self.target)
         try:
-            return (READMES_DIR / self.target).read_text()
+            text = (READMES_DIR / self.target).read_text()
         except FileNotFoundError:
-            return f"{self.target}: served by program {self.program} of {self.object_path.name}.\n"
+            text = f"{self.target}: served by program {self.program} of {self.object_path.name}.\n"
+        return text + _FIELDS_README.format(target=self.target)
 
 
 class Catalog:
@@ -172,12 +188,13 @@ class Catalog:
         self.absent: dict[str, str] = {}  # bundled programs whose target this kernel lacks: target -> program
         self._generic: tuple[Path, str] | None = None
         self._percpu_flags: dict[str, Global] = {}  # a target served by a walk -> its program's `percpu`
+        self._fields_globals: tuple[Global, ...] | None = None  # of FIELDS_OBJECT, read on first use
         objects = sorted(self.bpf_dir.glob("*.bpf.o"))
         if not objects:
             raise CatalogError(f"no BPF objects in {self.bpf_dir}: build them with 'make'")
-        walk_objects = {walk.object_name for walk in WALKS.values()}
+        not_targets = {walk.object_name for walk in WALKS.values()} | {FIELDS_OBJECT}
         for path in objects:
-            if path.name not in walk_objects:
+            if path.name not in not_targets:
                 self._add(path)
         if self._generic:
             path, program = self._generic
@@ -237,9 +254,13 @@ class Catalog:
         """The parameters the files of a target (or of a view of it, globals included) take."""
         return self.recipe(name, view).schema
 
-    def recipe(self, name: str, view: str | None = None, params: params_mod.Params | None = None) -> Recipe:
+    def recipe(self, name: str, view: str | None = None, params: params_mod.Params | None = None,
+               fields: str | None = None) -> Recipe:
         """How to load the program serving target name, or the user's view of it as the last
-        look at the objects directories found it, with the global values params give it."""
+        look at the objects directories found it, with the global values params give it,
+        or the program that prints the fields a fields= directory names."""
+        if fields is not None:
+            return self._fields(name, fields)
         if view is None:
             try:
                 recipe = self.targets[name]
@@ -255,6 +276,21 @@ class Catalog:
         return Recipe(name, found.object_path, found.program, schema, view=view, file_identity=found.identity,
                       global_values=schema.global_values(params) if params is not None else (),
                       globals=found.globals, refused=self.refused.get(name))
+
+    def field_list(self, name: str, spec: str) -> fields_mod.FieldList:
+        """The fields spec names in target name's objects; NotFound (a FieldError) saying why not."""
+        self.recipe(name)  # NotFound for a target this mount does not serve
+        if self._fields_globals is None:  # here, where lookups may block: opens then need not
+            self._fields_globals = read_globals(self.bpf_dir / FIELDS_OBJECT)
+        return fields_mod.resolve(name, spec)
+
+    def _fields(self, name: str, spec: str) -> Recipe:
+        # the fields program is the target's own, refused as its other programs are (a target
+        # served through another's program included): its files say so without a load
+        field_list = self.field_list(name, spec)
+        return Recipe(name, self.bpf_dir / FIELDS_OBJECT, FIELDS_PROGRAM, self.targets[name].schema, attach=name,
+                      global_values=field_list.global_values(self._fields_globals), fields=field_list,
+                      refused=self.refused.get(name))
 
     def _walk(self, recipe: Recipe, params: params_mod.Params) -> Recipe:
         """The load that walks the one map params name: its placeholder map is that map."""

@@ -28,6 +28,7 @@ import trio
 
 from . import callers
 from .errors import NotFound
+from .fields import FieldError
 from .iterator import Iterators, Stream
 from .programs import LoadFailed, WouldBlock
 from .tree import Kind, Node, Tree
@@ -63,6 +64,10 @@ def _errors(method):
         except pyfuse3.FUSEError as e:
             self.stats.error(e.errno)
             raise
+        except FieldError as e:  # a person typed the name: say which field, and why
+            log.info("%s%r: ENOENT: %s", method.__name__, args[:2], e)
+            self.stats.error(errno.ENOENT)
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
         except NotFound as e:  # ParamError too: a name that is no parameter set, or names nothing
             log.debug("%s%r: ENOENT: %s", method.__name__, args[:2], e)
             self.stats.error(errno.ENOENT)
@@ -225,13 +230,18 @@ class IterFS(pyfuse3.Operations):
         if node.kind is Kind.STATUS:
             self._handles[fh] = _Text(self._status())
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
+        if node.kind is Kind.LISTING:  # size 0 and direct I/O, as its size is known only once made
+            self._handles[fh] = _Text(await trio.to_thread.run_sync(self._tree.listing_text, node))
+            return pyfuse3.FileInfo(fh=fh, direct_io=True)
         if node.kind is Kind.PIN:
             iterator = await trio.to_thread.run_sync(self._iterators.open_pin, node.path, node.target)
         else:
+            open_ = functools.partial(self._iterators.open, node.target, node.params, node.view,
+                                      fields=node.fields, as_json=node.as_json)
             try:  # in place when the program is loaded: a link and an iterator fd are quick
-                iterator = self._iterators.open(node.target, node.params, node.view, block=False)
+                iterator = open_(block=False)
             except WouldBlock:
-                iterator = await trio.to_thread.run_sync(self._iterators.open, node.target, node.params, node.view)
+                iterator = await trio.to_thread.run_sync(open_)
         self._handles[fh] = _Open(Stream(iterator), inode)
         self._streams_of[inode] += 1
         if self._streams_of[inode] == 1:  # later opens find attr_timeout 0 in every reply

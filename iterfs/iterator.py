@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import threading
+from typing import Callable
 
 from . import _libbpf, pins, probes
 from .catalog import Catalog
 from .discovery import refusal
 from .errors import NotFound
+from .fields import Formatter
 from .params import Params
 from .programs import Programs, WouldBlock
 
@@ -46,10 +49,14 @@ class Iterator:
     The link is this open's own (or, for a pin, the pinned link, held by fd), so
     start_over() walks the same program with the same parameters and objects."""
 
-    def __init__(self, target: str, link_fd: int, through: str | None = None):
-        """Takes link_fd: closed here if no iterator can be made of it, and in close()."""
+    def __init__(self, target: str, link_fd: int, through: str | None = None,
+                 formatter: Callable[[], Formatter] | None = None):
+        """Takes link_fd: closed here if no iterator can be made of it, and in close().
+        formatter: makes what turns each walk's records into lines (a fields= file)."""
         self.target = target
         self.through = through  # the target whose program makes this one's lines in one go
+        self._formatter = formatter
+        self._records = formatter() if formatter else None
         self.produced = 0
         self.started_over = 0  # walks after the first, for .iterfs/status
         self.link_fd = link_fd
@@ -60,9 +67,10 @@ class Iterator:
             raise
 
     @classmethod
-    def attach(cls, target: str, prog_fd: int, link_info: bytes | None, through: str | None = None) -> Iterator:
+    def attach(cls, target: str, prog_fd: int, link_info: bytes | None, through: str | None = None,
+               formatter: Callable[[], Formatter] | None = None) -> Iterator:
         """A walk of a new link of prog_fd with link_info."""
-        return cls(target, _libbpf.link_create(prog_fd, link_info), through)
+        return cls(target, _libbpf.link_create(prog_fd, link_info), through, formatter)
 
     def start_over(self) -> None:
         """A new walk from the same link: a fresh iterator fd, so a fresh snapshot of the
@@ -72,9 +80,19 @@ class Iterator:
         self.iter_fd = fd
         self.produced = 0
         self.started_over += 1
+        if self._formatter:
+            self._records = self._formatter()
 
     def read(self) -> bytes:
-        """The next bytes of output (at most one kernel read buffer), b"" at the end of the walk."""
+        """The next bytes of output (a kernel read buffer's), b"" at the end of the walk."""
+        if self._records is None:
+            return self._read()
+        while chunk := self._read():  # records are lines once whole: a read may end inside one
+            if lines := self._records.feed(chunk):
+                return lines
+        return self._records.end()  # then b"", as a walk's end reads again
+
+    def _read(self) -> bytes:
         for _ in range(MAX_EAGAIN):
             try:
                 chunk = os.read(self.iter_fd, KERNEL_READ)
@@ -254,8 +272,9 @@ class Iterators:
         self._started_over = 0  # by iterators released
 
     @contextlib.contextmanager
-    def _link_parts(self, target: str, params: Params, view: str | None, block: bool):
-        """(prog_fd, link_info, recipe) for a link of target, view and params, valid inside the block."""
+    def _link_parts(self, target: str, params: Params, view: str | None, block: bool, fields: str | None = None):
+        """(prog_fd, link_info, recipe) for a link of target, view (or fields) and params, valid inside
+        the block."""
         if view is not None:
             # a view's object may have been replaced or removed: look at the directories first
             if not block:
@@ -263,7 +282,7 @@ class Iterators:
             self._catalog.refresh_views()
             # the name was parsed when the object may have been another: its globals may differ now
             params = self._catalog.schema(target, view).parse(params.name)
-        recipe = self._catalog.recipe(target, view, params)
+        recipe = self._catalog.recipe(target, view, params, fields)
         if not block and probes.costly(recipe.schema):
             raise WouldBlock(f"{target}: checking {params.name} walks the cgroup tree")
         probes.check(recipe.schema, params)
@@ -277,11 +296,14 @@ class Iterators:
         finally:
             self._programs.release(recipe)
 
-    def open(self, target: str, params: Params, view: str | None = None, block: bool = True) -> Iterator:
-        """A new walk. Loads the target's program on first use, which blocks;
+    def open(self, target: str, params: Params, view: str | None = None, block: bool = True,
+             fields: str | None = None, as_json: bool = False) -> Iterator:
+        """A new walk of target (of a view of it, or of the fields a fields= directory names,
+        as text or JSON lines). Loads the program on first use, which blocks;
         block=False raises WouldBlock instead, for callers that must not block."""
-        with self._link_parts(target, params, view, block) as (prog_fd, link_info, recipe):
-            iterator = Iterator.attach(target, prog_fd, link_info, recipe.through)
+        with self._link_parts(target, params, view, block, fields) as (prog_fd, link_info, recipe):
+            formatter = functools.partial(recipe.fields.formatter, as_json) if recipe.fields else None
+            iterator = Iterator.attach(target, prog_fd, link_info, recipe.through, formatter)
         with self._lock:
             self._open.add(iterator)
         return iterator

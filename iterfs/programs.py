@@ -104,9 +104,11 @@ _Key = tuple
 
 
 def _key(recipe: Recipe) -> _Key:
-    # one load per object file (and its identity), per target the generic program is
-    # attached to, per set of global values and per map a placeholder stands for
-    return (recipe.object_path, recipe.attach, recipe.file_identity, recipe.global_values, recipe.maps)
+    # one load per object file (and its identity), per target the generic program (or the
+    # fields program) is attached to, per set of global values and per map a placeholder
+    # stands for; the fields a fields= load prints are named for .iterfs/status
+    return (recipe.object_path, recipe.attach, recipe.file_identity, recipe.global_values, recipe.maps,
+            recipe.fields.spec if recipe.fields else None)
 
 
 class Programs:
@@ -260,8 +262,8 @@ class Programs:
         with self._lock:
             keys = [key for key, loaded in self._loaded.items() if isinstance(loaded, _Loaded)]
         # "target" and "view_version" as .iterfs/status has always spelled them (scripts read it)
-        return [{"object": str(path), "target": attach, "view_version": identity}
-                for path, attach, identity, *_ in keys]
+        return [{"object": str(path), "target": attach, "view_version": identity, **({"fields": spec} if spec else {})}
+                for path, attach, identity, _values, _maps, spec in keys]
 
     def close(self) -> None:
         with self._lock:

@@ -5,6 +5,9 @@
     /<target>/all                 every object (targets that can walk without parameters)
     /<target>/<params>            e.g. pid=42, map_id=7: any well-formed name can be looked up
     /<target>/<view>/...          a user's program for the target: README, all, <params>
+    /<target>/FIELDS[.<path>]     the members a fields= directory may name (at <path>)
+    /<target>/fields=<f>,.../...  those members of each object: README, all, <params>, and
+                                  a .json sibling of each (all.json, pid=42.json)
     /pinned/<abs path>            the iterator links pinned in bpffs, at their paths
     /.iterfs/status               the daemon's state, as JSON (iterfs status MNT)
 
@@ -24,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import params as params_mod, probes
+from . import fields as fields_mod, params as params_mod, probes
 from .catalog import Catalog
 from .errors import NotFound
 from .pins import Mirror, Pin
@@ -38,11 +41,13 @@ CONTROL = ".iterfs"  # the daemon's own files: .iterfs/status
 STATIC_TIMEOUT = 300.0
 PARAM_TIMEOUT = 1.0
 XATTR_PREFIX = "user.iterfs."
+JSON = ".json"  # the suffix of a fields= file's JSON Lines sibling
 
 
 class Kind(enum.Enum):
-    DIR = "dir"  # the root, a target's directory, a view's directory
+    DIR = "dir"  # the root, a target's directory, a view's or a fields= directory
     README = "readme"
+    LISTING = "listing"  # FIELDS[.<path>]: made at open from the kernel's BTF, which takes a while
     ITER = "iter"  # all, or a parameter file
     MIRROR = "mirror"  # a directory of the bpffs mirror
     PIN = "pin"  # an iterator link pinned in bpffs
@@ -58,6 +63,8 @@ class Node:
     view: str | None = None  # a user's view of the target
     params: params_mod.Params | None = None
     path: str | None = None  # MIRROR and PIN: the absolute path mirrored
+    fields: str | None = None  # the fields a fields= directory (and its files) name, less "fields="
+    as_json: bool = False  # a fields= file's .json sibling
     lookups: int = 0
     key: tuple | None = None  # what a dynamic node stands for; None: lives as long as the mount
     children: dict[str, Node] = field(default_factory=dict)  # of permanent directories
@@ -96,6 +103,7 @@ class Tree:
             if schema.walks_all:
                 directory.children[params_mod.ALL] = self._new(
                     Kind.ITER, params_mod.ALL, target=name, params=schema.parse(params_mod.ALL))
+            directory.children[fields_mod.LISTING] = self._new(Kind.LISTING, fields_mod.LISTING, target=name)
 
     def _new(self, kind: Kind, name: str, **kw) -> Node:
         node = Node(next(self._inodes), kind, name, **kw)
@@ -131,6 +139,8 @@ class Tree:
             return True  # the views, and the objects that exist now
         if name in node.children:
             return False
+        if _names_fields(node, name):
+            return True  # the kernel's BTF, loaded on first use
         if "=" not in name:
             return self._names_a_view(node, name)
         return probes.costly(self._catalog.schema(node.target))
@@ -140,7 +150,8 @@ class Tree:
         # under a target, a name that is no parameter file is a view or nothing: the
         # objects directories are looked at again before saying which
         return parent.kind is Kind.DIR and parent.target is not None and parent.view is None \
-            and "=" not in name and name not in parent.children
+            and parent.fields is None and "=" not in name and name not in parent.children \
+            and not _names_fields(parent, name)
 
     def lookup(self, parent: Node, name: str) -> Node:
         """The node called name in parent; NotFound (a ParamError for parameters) saying why not.
@@ -169,6 +180,10 @@ class Tree:
         if parent.target is None:
             raise NotFound(f"no {name!r} in {parent.name}")
         target, view = parent.target, parent.view
+        if parent.fields is not None:
+            return self._in_fields(parent, name, check)
+        if _names_fields(parent, name):
+            return self._fields_node(target, name)
         if view is None and name in self._catalog.views(target):
             return self._view_node(target, name)
         schema = self._catalog.schema(target, view)  # NotFound if the view has gone
@@ -178,6 +193,28 @@ class Tree:
         if check:
             probes.check(schema, params)
         return self._params_node(target, view, params)
+
+    def _fields_node(self, target: str, name: str) -> Node:
+        if name.startswith(fields_mod.LISTING):  # FIELDS.<path>: the members at path
+            path = name[len(fields_mod.LISTING) + 1:]
+            fields_mod.listing(target, path)  # FieldError if path leads to no struct
+            return self._node_for((target, None, name), Kind.LISTING, name, target=target)
+        spec = name[len(fields_mod.PREFIX):]
+        self._catalog.field_list(target, spec)  # FieldError, saying which field and why
+        return self._node_for((target, name), Kind.DIR, name, target=target, fields=spec)
+
+    def _in_fields(self, parent: Node, name: str, check: bool) -> Node:
+        """README, or a parameter file of the target (and its .json sibling) in a fields= directory."""
+        target, spec = parent.target, parent.fields
+        if name == README:
+            return self._node_for((target, parent.name, README), Kind.README, README, target=target, fields=spec)
+        as_json = name.endswith(JSON)
+        schema = self._catalog.schema(target)
+        params = schema.parse(name[:-len(JSON)] if as_json else name)
+        if check:
+            probes.check(schema, params)
+        return self._node_for((target, parent.name, name), Kind.ITER, name, target=target, params=params,
+                              fields=spec, as_json=as_json)
 
     def _params_node(self, target: str, view: str | None, params: params_mod.Params) -> Node:
         return self._node_for((target, view, params.name), Kind.ITER, params.name, target=target, view=view,
@@ -212,6 +249,9 @@ class Tree:
         names = list(directory.children)
         if directory.target is None:  # the root, .iterfs
             return names
+        if directory.fields is not None:
+            files = probes.listing(self._catalog.schema(directory.target))
+            return [README] + [name + suffix for name in files for suffix in ("", JSON)]
         self._catalog.refresh_views()
         if directory.view is None:
             names += sorted(self._catalog.views(directory.target))
@@ -220,9 +260,14 @@ class Tree:
         schema = self._catalog.schema(directory.target, directory.view)
         return names + [n for n in probes.listing(schema) if n not in directory.children]
 
+    def listing_text(self, node: Node) -> bytes:
+        """A LISTING node's text, from the kernel's BTF. Blocks: the BTF is loaded on first use."""
+        return fields_mod.listing(node.target, node.name[len(fields_mod.LISTING) + 1:]).encode()
+
     def readme(self, node: Node) -> bytes:
-        """A README node's text: a target's made once, a view's from the view as last seen."""
-        return self._catalog.recipe(node.target, node.view).readme.encode()
+        """A README node's text: a target's made once, a view's from the view as last seen,
+        a fields= directory's from the kernel's BTF (resolved when the directory was looked up)."""
+        return self._catalog.recipe(node.target, node.view, fields=node.fields).readme.encode()
 
     def attributes(self, node: Node) -> Attributes:
         timeout = STATIC_TIMEOUT if node.permanent else PARAM_TIMEOUT
@@ -242,6 +287,8 @@ class Tree:
                       **pin.params}
         elif node.kind is Kind.ITER:
             view = {"view": node.view} if node.view else {}
+            if node.fields is not None:
+                view = {"fields": node.fields, "format": "json" if node.as_json else "text"}
             values = {"target": node.target, **view,
                       **self._catalog.schema(node.target, node.view).as_text(node.params)}
         else:
@@ -275,3 +322,10 @@ class Tree:
     def size(self) -> int:
         with self._lock:
             return len(self._nodes)
+
+
+def _names_fields(parent: Node, name: str) -> bool:
+    """fields=... or FIELDS.<path> in a target's own directory."""
+    return parent.kind is Kind.DIR and parent.target is not None and parent.view is None \
+        and parent.fields is None and (name.startswith(fields_mod.PREFIX)
+                                       or name.startswith(fields_mod.LISTING + "."))

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # The default place for users' objects, used when it exists and --objects names none.
 SYSTEM_DIR = Path("/etc/iterfs/objects")
-RESERVED = {"README", "all"}
+RESERVED = {"README", "all", "FIELDS"}  # names the tree gives a target's own files
 
 FileIdentity = tuple[int, int, int]  # (inode, mtime ns, size) of an object file
 

@@ -2,7 +2,7 @@
 
 At start it holds: a regular file, a deleted file, a pipe, a TCP listening
 socket on loopback, a unix socketpair, an eventfd, and a file mapping.
-Commands: "open PATH" -> "ok FD"; "threads NAME..." -> "ok TID...";
+Commands: "open PATH" -> "ok FD"; "seek FD POS" -> "ok"; "threads NAME..." -> "ok TID...";
 "mappings N" -> "ok": N more anonymous mappings, one page each, that the kernel cannot merge.
 """
 
@@ -45,6 +45,10 @@ for line in sys.stdin:
         f = open(rest, "rb")
         keep.append(f)
         print(f"ok {f.fileno()}", flush=True)
+    elif command == "seek":
+        fd, pos = map(int, rest.split())
+        os.lseek(fd, pos, os.SEEK_SET)
+        print("ok", flush=True)
     elif command == "threads":
         tids = []
         for name in rest.split():

@@ -170,6 +170,9 @@ class Child:
     def open_file(self, path: Path) -> int:
         return int(self.command(f"open {path}"))
 
+    def seek(self, fd: int, pos: int) -> None:
+        self.command(f"seek {fd} {pos}")
+
     def add_mappings(self, count: int) -> None:
         self.command(f"mappings {count}")
 

@@ -56,4 +56,8 @@ def test_shared_headers_add_no_globals(tmp_path):
     assert not names & {"task_state_letters", "hex_digits"}
     # the settable ones (integers, char arrays); bpf_link/bpf_map/bpf_prog keep their type-name tables
     settable = {name: {g.name for g in globals_ if g.kind in ("int", "chars")} for name, globals_ in found.items()}
-    assert {name: s for name, s in settable.items() if s} == {"bpf_map_elem_walk.bpf.o": {"percpu"}}
+    # the two programs iterfs sets up at load: a walk of one map, and the fields= program
+    assert {name: s for name, s in settable.items() if s} == {
+        "bpf_map_elem_walk.bpf.o": {"percpu"},
+        "fields.bpf.o": {"nslots", "object_slots", "nfields", "guard_on", "guard_offset", "guard_refuse"},
+    }

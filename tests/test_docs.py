@@ -19,9 +19,10 @@ MAN_PAGES = sorted((ROOT / "man").glob("*.rst"))
 
 
 def bundled_targets() -> set[str]:
-    from iterfs.catalog import GENERIC
+    from iterfs.catalog import FIELDS_PLACEHOLDER, GENERIC
 
-    return {p.target for path in BUNDLED_DIR.glob("*.bpf.o") for p in read_object(path).programs} - {GENERIC}
+    return {p.target for path in BUNDLED_DIR.glob("*.bpf.o") for p in read_object(path).programs} - {
+        GENERIC, FIELDS_PLACEHOLDER}
 
 
 def cli_options(parser: argparse.ArgumentParser) -> set[str]:

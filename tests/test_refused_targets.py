@@ -137,3 +137,15 @@ def test_a_walked_map_larger_than_one_kernel_read_is_e2big_with_a_reason(refusin
     assert _errno_of(refusing / f"bpf_map_elem/map_id={map_id}") == errno.E2BIG
     said = _said(refusing, "larger than the kernel's read buffer")
     assert said and "refuses bpf_map_elem programs" in said[-1], said
+
+
+def test_fields_of_a_refused_target_give_the_kernels_errno(refusing, bpffs):
+    sockmap = make_map(bpffs, "sockmap", 4, 8, 4)
+    elems = make_map(bpffs, "array", 4, 8, 2)
+    assert _errno_of(refusing / f"sockmap/fields=sk.sk_num/map_id={sockmap}") == errno.EPERM
+    # served through bpf_map's program, but fields are a program of the target's own
+    assert _errno_of(refusing / f"bpf_map_elem/fields=map.id/map_id={elems}") == errno.EPERM
+    assert _errno_of(refusing / f"task_vma/fields=vma.vm_start/pid={os.getpid()}") == errno.EPERM
+    readme = (refusing / "sockmap/fields=sk.sk_num/README").read_text()
+    assert readme.startswith("sockmap: refused by this kernel (EPERM).") and "sk.sk_num" in readme
+    assert (refusing / "task/fields=pid/all").read_text().startswith("pid\n")  # the others serve

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * fields: serves MNT/<target>/fields=<f1>,<f2>,.../, any members of the objects
+ * of any target, as the running kernel's BTF lays them out.
+ *
+ * The daemon resolves each field name against the kernel's BTF into a recipe
+ * (iterfs/fields.py) and writes the recipes into .rodata before the load; it
+ * points this one program at the target (bpf_program__set_attach_target()),
+ * so "fields" in the section name is a placeholder. Per object the program
+ * writes a record: per field a status byte (1 read, 0 not readable) and the
+ * field's bytes. The daemon turns records into text or JSON lines; it knows
+ * each field's type, so the program only gathers bytes.
+ *
+ * Each chain of pointers is followed with bpf_probe_read_kernel(), which fails
+ * on NULL and bad addresses instead of faulting: a kernel thread's mm, say,
+ * is "not readable", not a crash. The recipes are walked with bpf_loop(): the
+ * verifier checks the callback once, whatever the field list, where a plain
+ * loop over .rodata would be walked recipe by recipe. Every byte is built on
+ * the stack of the run: concurrent runs share nothing.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+char _license[] SEC("license") = "GPL";
+
+#define MAX_FIELDS 32
+#define MAX_STEPS 4	/* pointers followed by one field */
+#define MAX_BYTES 64	/* bytes read for one field: strings and char arrays are cut there */
+#define MAX_SLOTS 4	/* the context's arguments: meta, then up to three objects or values */
+
+enum how {
+	READ_BYTES = 0,		/* size bytes at the end of the chain */
+	READ_SLOT = 1,		/* the context argument itself (fd of task_file, uid of tcp) */
+	READ_STRING = 2,	/* a NUL-terminated string at the end of the chain (a char *) */
+};
+
+struct recipe {
+	__u32 slot;			/* the context argument the chain starts from */
+	__u32 steps;			/* pointers followed, 0..MAX_STEPS */
+	__u32 offset[MAX_STEPS + 1];	/* bytes added before each dereference, then before the read */
+	__u32 size;			/* bytes read at the end, 1..MAX_BYTES */
+	__u32 how;
+	__u32 guarded;			/* not readable when the object fails the guard below */
+};
+
+/* Set by the daemon before the load; the verifier sees them as constants. */
+const volatile __u32 nslots = 2;		/* arguments in the target's context */
+const volatile __u32 object_slots = 2;		/* bit per argument that is NULL after the last object */
+const volatile __u32 nfields = 0;
+const volatile struct recipe recipes[MAX_FIELDS] = {};
+/*
+ * A byte of the object that says which fields are its own: the tcp walk also
+ * meets time-wait and request sockets, which are only a struct sock_common.
+ */
+const volatile __u32 guard_on = 0;
+const volatile __u32 guard_offset = 0;		/* in the object of argument 1 */
+const volatile __u8 guard_refuse[2] = {};	/* values of that byte that fail the guard */
+
+struct walk {
+	__u64 slots[MAX_SLOTS];
+	struct seq_file *seq;
+	__u32 guard_failed;
+};
+
+static long show_field(__u64 i, struct walk *w)
+{
+	char out[1 + MAX_BYTES];	/* status, then the value */
+	const volatile struct recipe *r;
+	__u32 size, how, s;
+	__u64 p;
+	int ok;
+
+	if (i >= MAX_FIELDS)
+		return 1;
+	r = &recipes[i];
+	size = r->size;
+	how = r->how;
+	if (size == 0 || size > MAX_BYTES)
+		return 1;
+	__builtin_memset(out, 0, sizeof(out));
+	p = w->slots[r->slot & (MAX_SLOTS - 1)];
+	ok = !(r->guarded && w->guard_failed);
+	if (how == READ_SLOT) {
+		if (size > 8)
+			return 1;
+		__builtin_memcpy(&out[1], &p, 8);	/* the low bytes: a little-endian slot */
+	} else {
+		for (s = 0; s < MAX_STEPS && ok; s++) {
+			if (s >= r->steps)
+				break;
+			ok = !bpf_probe_read_kernel(&p, sizeof(p), (void *)(p + r->offset[s]));
+		}
+		if (ok && s < MAX_STEPS + 1) {
+			p += r->offset[s];
+			if (how == READ_STRING)
+				ok = bpf_probe_read_kernel_str(&out[1], size, (void *)p) >= 0;
+			else
+				ok = !bpf_probe_read_kernel(&out[1], size, (void *)p);
+		}
+		if (!ok)
+			__builtin_memset(out, 0, sizeof(out));
+	}
+	out[0] = ok;
+	bpf_seq_write(w->seq, out, 1 + size);
+	return 0;
+}
+
+struct bpf_iter__any {
+	struct bpf_iter_meta *meta;
+};
+
+SEC("iter/fields")
+int dump_fields(struct bpf_iter__any *ctx)
+{
+	struct walk w = {};
+	__u32 n = nslots;
+	__u8 state;
+
+	if (n < 1 || n > MAX_SLOTS)
+		return 0;
+	/* every target's context is its arguments, 8 bytes each, in the kernel's memory */
+	if (bpf_probe_read_kernel(w.slots, n * sizeof(__u64), ctx))
+		return 0;
+#pragma unroll
+	for (int s = 1; s < MAX_SLOTS; s++) {
+		if ((object_slots & (1u << s)) && !w.slots[s])
+			return 0;	/* the call after the last object */
+	}
+	if (guard_on) {
+		if (bpf_probe_read_kernel(&state, 1, (void *)(w.slots[1] + guard_offset)))
+			w.guard_failed = 1;
+		else
+			w.guard_failed = state == guard_refuse[0] || state == guard_refuse[1];
+	}
+	w.seq = ctx->meta->seq;
+	bpf_loop(nfields, show_field, &w, 0);
+	return 0;
+}

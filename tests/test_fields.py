@@ -1,0 +1,349 @@
+"""<target>/fields=.../ through a real mount, against the kernel's own views of what the test made.
+
+Ground truth: /proc/PID/status, schedstat and fdinfo, sockets and maps the test
+creates (and bpftool's listing of them), and bpftool's dump of the kernel's BTF.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import run_iterfs
+from helpers import bpftool_json, iter_links_of, kernel_refusal, make_map, proc_status, proc_threads, settled, stopped
+
+pytestmark = pytest.mark.fuse
+
+TASK = "pid,tgid,comm,real_parent.tgid,se.sum_exec_runtime,mm.total_vm,cred.uid,comm[0]"
+O_CLOEXEC = 0o2000000
+TCP_LISTEN, TCP_TIME_WAIT = 10, 6
+
+
+def rows(text: str) -> tuple[list[str], list[list[str]]]:
+    """The header's names and each line's values, split only at tabs."""
+    lines = text.splitlines()
+    assert lines, "no header"
+    return lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+
+
+def by_name(text: str) -> list[dict[str, str]]:
+    names, values = rows(text)
+    assert all(len(v) == len(names) for v in values), "a line with another number of fields"
+    return [dict(zip(names, v)) for v in values]
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_task_fields_are_the_values_proc_shows(mount, child):
+    tids = child.start_threads(["worker"])
+    with stopped(child):  # a stopped process's run time and memory hold still
+        text = mount.read(f"task/fields={TASK}/pid={child.pid}")
+        parsed = json_lines(mount.read(f"task/fields={TASK}/pid={child.pid}.json"))
+        status = proc_status(child.pid)
+        schedstat = {tid: int(open(f"/proc/{child.pid}/task/{tid}/schedstat").read().split()[0])
+                     for tid in os.listdir(f"/proc/{child.pid}/task")}
+    names, _ = rows(text)
+    assert names == TASK.split(",")
+    found = {int(r["pid"]): r for r in by_name(text)}
+    assert set(found) == {int(t) for t in schedstat} and tids[0] in found
+    page_kb = os.sysconf("SC_PAGESIZE") // 1024
+    for tid, r in found.items():
+        assert int(r["tgid"]) == child.pid == int(status["Tgid"])
+        assert int(r["real_parent.tgid"]) == int(status["PPid"])
+        assert int(r["cred.uid"]) == int(status["Uid"].split()[0])
+        assert int(r["se.sum_exec_runtime"]) == schedstat[str(tid)]
+        assert int(r["mm.total_vm"]) * page_kb == int(status["VmSize"].split()[0])
+        comm = open(f"/proc/{child.pid}/task/{tid}/comm").read().rstrip("\n")
+        assert r["comm"] == comm and r["comm[0]"] == comm[0]  # a char alone is a character
+    # the JSON sibling holds the same values, typed
+    assert [{k: str(v) for k, v in line.items()} for line in parsed] == by_name(text)
+    assert all(isinstance(line["pid"], int) and isinstance(line["comm"], str) for line in parsed)
+
+
+def kernel_thread() -> int:
+    """A kernel thread: no VmSize in its status, as it has no mm."""
+    for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            status = proc_status(pid)
+        except FileNotFoundError:
+            continue
+        if "VmSize" not in status and (pid == 2 or status["PPid"] == "2"):  # kthreadd and its children
+            return pid
+    raise AssertionError("no kernel thread found")
+
+
+def test_a_field_through_a_null_pointer_is_a_dash_and_null(mount):
+    pid = kernel_thread()
+    text = mount.read(f"task/fields=pid,mm.total_vm,comm/pid={pid}")
+    (r,) = [r for r in by_name(text) if int(r["pid"]) == pid]
+    assert r["mm.total_vm"] == "-" and r["comm"] == open(f"/proc/{pid}/comm").read().rstrip("\n")
+    (line,) = [x for x in json_lines(mount.read(f"task/fields=pid,mm.total_vm,comm/pid={pid}.json"))
+               if x["pid"] == pid]
+    assert line["mm.total_vm"] is None
+
+
+def test_task_file_fields_are_what_fdinfo_says(mount, child, tmp_path):
+    path = tmp_path / "data with\ttab"
+    path.write_bytes(b"x" * 10000)
+    fds = {child.open_file(path): 1234, child.open_file(path): 9876}
+    for fd, pos in fds.items():
+        child.seek(fd, pos)
+    text = mount.read(f"task_file/fields=fd,file.f_flags,file.f_pos,file.f_path.dentry.d_name.name,task.pid/"
+                      f"pid={child.pid}")
+    found = {int(r["fd"]): r for r in by_name(text)}
+    assert set(found) == {int(fd) for fd in os.listdir(f"/proc/{child.pid}/fd")}
+    for fd, r in found.items():
+        info = dict(line.split(":\t", 1) for line in open(f"/proc/{child.pid}/fdinfo/{fd}").read().splitlines()
+                    if ":\t" in line)
+        assert int(r["file.f_pos"]) == int(info["pos"])
+        # fdinfo adds O_CLOEXEC from the fd table; f_flags is the file's own
+        assert int(r["file.f_flags"]) & ~O_CLOEXEC == int(info["flags"], 8) & ~O_CLOEXEC
+        assert int(r["task.pid"]) == child.pid
+    for fd, pos in fds.items():
+        assert int(found[fd]["file.f_pos"]) == pos
+        # a char * string, with the tab escaped
+        assert found[fd]["file.f_path.dentry.d_name.name"] == "data with\\ttab"
+
+
+def test_a_string_that_is_not_utf8_shows_its_bytes_escaped(mount, tmp_path):
+    odd = tmp_path / os.fsdecode(b"caf\xc3\xa9 \\ \xff")  # UTF-8, a backslash, then a byte that is none
+    odd.write_bytes(b"")
+    fd = os.open(odd, os.O_RDONLY)
+    try:
+        spec = f"fields=fd,file.f_path.dentry.d_name.name/pid={os.getpid()}"
+        (r,) = [r for r in by_name(mount.read(f"task_file/{spec}")) if int(r["fd"]) == fd]
+        (line,) = [x for x in json_lines(mount.read(f"task_file/{spec}.json")) if x["fd"] == fd]
+    finally:
+        os.close(fd)
+    assert r["file.f_path.dentry.d_name.name"] == "caf\u00e9 \\\\ \\xff"
+    assert line["file.f_path.dentry.d_name.name"] == "caf\u00e9 \\ \ufffd"
+
+
+def tcp_rows(mount, spec: str) -> list[dict[str, str]]:
+    return by_name(mount.read(f"tcp/fields={spec}/all"))
+
+
+def test_tcp_fields_of_sockets_the_test_made(mount):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    try:
+        port, client_port = listener.getsockname()[1], client.getsockname()[1]
+        found = tcp_rows(mount, "sk_common.skc_num,sk_num,sk_dport,sk_rcv_saddr,sk_state,sk_family,"
+                                "sk_common.skc_reuse,sk_rcvbuf,sk_prot.name")
+        (listening,) = [r for r in found if int(r["sk_num"]) == port and int(r["sk_state"]) == TCP_LISTEN]
+        assert int(listening["sk_common.skc_num"]) == port
+        assert int(listening["sk_family"]) == socket.AF_INET and listening["sk_prot.name"] == "TCP"
+        assert int(listening["sk_rcv_saddr"]) == 0x7F000001  # a __be32 in host order
+        assert int(listening["sk_common.skc_reuse"]) == 1  # a 4-bit bitfield: SO_REUSEADDR
+        assert int(listening["sk_rcvbuf"]) == listener.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        (connected,) = [r for r in found if int(r["sk_num"]) == client_port]
+        assert int(connected["sk_dport"]) == port  # a __be16 in host order
+        assert int(connected["sk_common.skc_reuse"]) == 0
+    finally:
+        for s in (client, server, listener):
+            s.close()
+
+
+def test_members_a_time_wait_socket_lacks_are_dashes(mount):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    client_port = client.getsockname()[1]
+    client.close()  # the side that closes first waits in TIME_WAIT
+    server.close()
+    listener.close()
+    proc = [line.split() for line in open("/proc/net/tcp").read().splitlines()[1:]]
+    assert any(int(f[1].split(":")[1], 16) == client_port and int(f[3], 16) == TCP_TIME_WAIT for f in proc)
+    found = tcp_rows(mount, "sk_num,sk_state,sk_rcvbuf")
+    (waiting,) = [r for r in found if int(r["sk_num"]) == client_port]
+    assert int(waiting["sk_state"]) == TCP_TIME_WAIT and waiting["sk_rcvbuf"] == "-"
+
+
+def test_an_enum_by_name_and_a_char_array_of_a_map_the_test_made(mount, bpffs):
+    map_id = make_map(bpffs, kind="percpu_array", entries=3)
+    shown = bpftool_json("map", "show", "id", str(map_id))
+    found = by_name(mount.read("bpf_map/fields=map.id,map.map_type,map.name,map.max_entries/all"))
+    (r,) = [r for r in found if int(r["map.id"]) == map_id]
+    assert r["map.map_type"] == "BPF_MAP_TYPE_" + shown["type"].upper()
+    assert (r["map.name"], int(r["map.max_entries"])) == (shown["name"], shown["max_entries"])
+    (line,) = [x for x in json_lines(mount.read("bpf_map/fields=map.id,map.map_type/all.json"))
+               if x["map.id"] == map_id]
+    assert line["map.map_type"] == r["map.map_type"]
+
+
+@functools.lru_cache(maxsize=1)
+def vmlinux_dump() -> dict[int, tuple[str, str, list[tuple[str, int, int]]]]:
+    """The kernel's BTF as bpftool dumps it: id -> (kind, name, [(member, type id, bit offset)])."""
+    dump = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
+                          check=True, capture_output=True, text=True).stdout
+    types, members = {}, None
+    for line in dump.splitlines():
+        head = re.match(r"\[(\d+)\] (\w+) '([^']*)'", line)
+        if head:
+            members = []
+            types[int(head.group(1))] = (head.group(2), head.group(3), members)
+            continue
+        member = re.match(r"\s+'([^']*)' type_id=(\d+) bits_offset=(\d+)", line)
+        if member and members is not None:
+            members.append((member.group(1), int(member.group(2)), int(member.group(3))))
+    return types
+
+
+def vmlinux_members(struct: str) -> dict[str, int]:
+    """Member name -> byte offset in a struct of the kernel's BTF, anonymous members seen through."""
+    types = vmlinux_dump()
+    by_name = {name: type_id for type_id, (kind, name, _) in types.items() if kind == "STRUCT"}
+    found = {}
+
+    def walk(type_id: int, base: int) -> None:
+        for name, member_type, bits in types[type_id][2]:
+            if name == "(anon)":  # an anonymous struct or union: its members are the outer struct's
+                walk(member_type, base + bits)
+            else:
+                found.setdefault(name, (base + bits) // 8)
+
+    walk(by_name[struct], 0)
+    return found
+
+
+def test_readme_and_fields_say_where_each_member_is_in_this_kernel(mount):
+    offsets = vmlinux_members("task_struct")
+    readme = mount.read("task/fields=pid,comm,mm.total_vm/README")
+    assert re.search(rf"pid\s+pid_t\s+4 bytes at task_struct\+{offsets['pid']},", readme)
+    assert re.search(rf"comm\s+char\[16\]\s+16 bytes at task_struct\+{offsets['comm']},", readme)
+    mm_offsets = vmlinux_members("mm_struct")
+    assert f"task_struct+{offsets['mm']} -> mm_struct+{mm_offsets['total_vm']}" in readme
+    listing = mount.read("task/FIELDS")
+    assert re.search(rf"^  pid\s+pid_t\s+\+{offsets['pid']}$", listing, re.M)
+    assert re.search(r"^  se\.sum_exec_runtime\s+u64\s+\+\d+$", listing, re.M)
+    assert re.search(r"^  mm\s+struct mm_struct \*\s+\+\d+\s+-> FIELDS\.mm$", listing, re.M)
+    assert re.search(rf"^  mm\.total_vm\s+.*\+{mm_offsets['total_vm']}$", mount.read("task/FIELDS.mm"), re.M)
+    assert "task/fields=" in mount.read("task/README")  # each target's README points here
+
+
+def test_a_fields_directory_has_the_targets_files_and_json_siblings(mount, child):
+    names = os.listdir(mount / "task/fields=pid,comm")
+    assert {"README", "all", "all.json", f"pid={child.pid}", f"pid={child.pid}.json"} <= set(names)
+    # a thread alone, as task/tid=N
+    tid = child.start_threads(["only"])[0]
+    assert [r["pid"] for r in by_name(mount.read(f"task/fields=pid,comm/tid={tid}"))] == [str(tid)]
+    # targets whose context holds more than one object take every field by argument
+    assert "-> FIELDS.file" in mount.read("task_file/FIELDS")
+
+
+@pytest.mark.parametrize("spec, why", [
+    ("sum_exec_runtime", "task_struct has no member 'sum_exec_runtime'; did you mean se.sum_exec_runtime?"),
+    ("pid.x", "pid is a pid_t, which has no members"),
+    ("se", "a whole struct sched_entity is no field"),
+    ("pid_links", "a whole array"),
+    ("comm[16]", "index 16 is past the 16 elements"),
+    (",".join(["pid"] * 2), "named twice"),
+    (",".join(f"f{i}" for i in range(33)), "33 fields, at most 32"),
+    ("real_parent." * 5 + "pid", "follows more than 4 pointers"),
+    ("pid-1", "is not a C member name"),
+])
+def test_bad_fields_are_enoent_with_a_log_line_that_says_why(mount, spec, why):
+    with pytest.raises(FileNotFoundError):
+        os.stat(mount / f"task/fields={spec}")
+    assert why in mount.log_tail(50)
+    assert by_name(mount.read("task/fields=pid/all"))  # the daemon still serves
+
+
+def test_a_field_path_that_leads_to_no_struct_has_no_listing(mount):
+    with pytest.raises(OSError) as raised:
+        os.stat(mount / "task/FIELDS.pid")
+    assert raised.value.errno == errno.ENOENT
+    assert "pid is a pid_t, which has no members" in mount.log_tail(20)
+
+
+def test_concurrent_readers_of_different_field_lists_get_their_own_columns(mount):
+    specs = ["pid,comm", "comm,tgid,pid", "tgid,se.nr_migrations", "pid,cred.uid,comm,real_parent.tgid"]
+    failures = []
+
+    def reader(spec: str) -> None:
+        for _ in range(15):
+            text = mount.read(f"task/fields={spec}/all")
+            names, values = rows(text)
+            if names != spec.split(",") or not values or any(len(v) != len(names) for v in values):
+                failures.append((spec, text[:200]))
+            own = [v for v in values if v[names.index("comm")] == "python"] if "comm" in names else values
+            if "pid" in names and not all(v[names.index("pid")].isdigit() for v in own):
+                failures.append((spec, "pid not a number"))
+
+    threads = [threading.Thread(target=reader, args=(spec,)) for spec in specs for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+def test_constants_match_the_program():
+    from iterfs import fields
+
+    source = (Path(__file__).resolve().parent.parent / "bpf" / "fields.bpf.c").read_text()
+    defines = dict(re.findall(r"^#define (MAX_\w+) (\d+)", source, re.M))
+    assert {name: int(value) for name, value in defines.items()} == {
+        "MAX_FIELDS": fields.MAX_FIELDS, "MAX_STEPS": fields.MAX_STEPS, "MAX_BYTES": fields.MAX_BYTES,
+        "MAX_SLOTS": fields.MAX_SLOTS}
+
+
+@pytest.mark.parametrize("target, kind", [("bpf_map_elem", "array"), ("bpf_map_elem", "hash"),
+                                          ("sockmap", "sockmap")])
+def test_fields_of_map_elements_as_this_kernel_allows(mount, bpffs, target, kind):
+    map_id = make_map(bpffs, kind, 4, 8, 3)
+    path = mount / f"{target}/fields=map.id,map.max_entries/map_id={map_id}"
+    code = kernel_refusal(target)  # the kernel's answer to the smallest program of the target
+    if code:
+        with pytest.raises(OSError) as raised:
+            path.read_bytes()
+        assert raised.value.errno == code
+        return
+    text = path.read_text()
+    if kind == "hash":  # empty: the header alone, so a reader still knows the columns
+        assert text == "map.id\tmap.max_entries\n" and bpftool_json("map", "dump", "id", str(map_id)) == []
+        return
+    found = by_name(text)
+    assert all(int(r["map.id"]) == map_id and int(r["map.max_entries"]) == 3 for r in found)
+    if kind == "array":
+        assert len(found) == len(bpftool_json("map", "dump", "id", str(map_id)))
+    else:  # a slot without a socket is an element too: its socket's members cannot be read
+        found = by_name(mount.read(f"{target}/fields=map.id,sk.__sk_common.skc_num/map_id={map_id}"))
+        assert len(found) == bpftool_json("map", "show", "id", str(map_id))["max_entries"]
+        assert {r["sk.__sk_common.skc_num"] for r in found} == {"-"}
+
+
+def test_each_field_list_is_a_load_named_in_status_kept_while_idle_and_bounded(mount):
+    from iterfs.programs import MAX_IDLE_VARIANTS
+
+    specs = [f"{first},comm[{i}]" for first in ("pid", "tgid") for i in range(16)][:MAX_IDLE_VARIANTS + 2]
+    for spec in specs:
+        assert rows(mount.read(f"task/fields={spec}/all"))[0] == spec.split(",")
+    status = json.loads(mount.read(".iterfs/status"))
+    loaded = [p["fields"] for p in status["loaded_programs"] if p.get("fields")]
+    assert len(loaded) <= MAX_IDLE_VARIANTS and specs[-1] in loaded and specs[0] not in loaded
+    assert settled(lambda: iter_links_of(mount.pid), 0) == 0  # every open's link released
+
+
+def test_iterfs_cat_reads_fields_without_a_mount(child):
+    done = run_iterfs("cat", f"task/fields=pid,comm/pid={child.pid}", check=True)
+    assert {int(r["pid"]): r["comm"] for r in by_name(done.stdout)} == proc_threads(child.pid)
+    done = run_iterfs("cat", f"task/fields=pid,comm/pid={child.pid}.json", check=True)
+    assert {line["pid"] for line in json_lines(done.stdout)} == set(proc_threads(child.pid))
