@@ -7,9 +7,10 @@
  * (iterfs/fields.py) and writes the recipes into .rodata before the load; it
  * points this one program at the target (bpf_program__set_attach_target()),
  * so "fields" in the section name is a placeholder. Per object the program
- * writes a record: per field a status byte (1 read, 0 not readable) and the
- * field's bytes. The daemon turns records into text or JSON lines; it knows
- * each field's type, so the program only gathers bytes.
+ * writes either text, its line of the fields (text = 1), or a record: per
+ * field a status byte (1 read, 0 not readable) and the field's bytes, which
+ * the daemon turns into JSON or into text the program does not print (enum
+ * names). The text is printed here, where it costs least: one pass, no copy.
  *
  * Each chain of pointers is followed with bpf_probe_read_kernel(), which fails
  * on NULL and bad addresses instead of faulting: a kernel thread's mm, say,
@@ -34,6 +35,15 @@ enum how {
 	READ_STRING = 2,	/* a NUL-terminated string at the end of the chain (a char *) */
 };
 
+enum print {
+	PRINT_SIGNED = 0,
+	PRINT_UNSIGNED = 1,
+	PRINT_BOOL = 2,
+	PRINT_POINTER = 3,	/* 0x and hex */
+	PRINT_STRING = 4,	/* up to the first NUL; control bytes and backslash escaped */
+	PRINT_HEX = 5,		/* two hex digits per byte */
+};
+
 struct recipe {
 	__u32 slot;			/* the context argument the chain starts from */
 	__u32 steps;			/* pointers followed, 0..MAX_STEPS */
@@ -41,12 +51,19 @@ struct recipe {
 	__u32 size;			/* bytes read at the end, 1..MAX_BYTES */
 	__u32 how;
 	__u32 guarded;			/* not readable when the object fails the guard below */
+	/* text only */
+	__u32 print;
+	__u32 shift;			/* a bitfield: its first bit, and how many */
+	__u32 bits;
+	__u32 big_endian;		/* __be16, __be32, __be64: swapped to host order */
+	__u32 last;			/* the line's last field: a newline after it, else a tab */
 };
 
 /* Set by the daemon before the load; the verifier sees them as constants. */
 const volatile __u32 nslots = 2;		/* arguments in the target's context */
 const volatile __u32 object_slots = 2;		/* bit per argument that is NULL after the last object */
 const volatile __u32 nfields = 0;
+const volatile __u32 text = 0;
 const volatile struct recipe recipes[MAX_FIELDS] = {};
 /*
  * A byte of the object that says which fields are its own: the tcp walk also
@@ -61,6 +78,123 @@ struct walk {
 	struct seq_file *seq;
 	__u32 guard_failed;
 };
+
+/* An integer of size bytes (little-endian, zero above), as the recipe says to print it. */
+static __always_inline void print_integer(struct seq_file *seq, const volatile struct recipe *r,
+					  __u64 v, __u32 size)
+{
+	__u32 width = size * 8, shift = r->shift, bits = r->bits;
+
+	if (bits && bits < 64 && shift < 64) {
+		v = (v >> shift) & ((1ULL << bits) - 1);
+		width = bits;
+	} else if (r->big_endian) {
+		if (size == 2)
+			v = __builtin_bswap16(v);
+		else if (size == 4)
+			v = __builtin_bswap32(v);
+		else if (size == 8)
+			v = __builtin_bswap64(v);
+	}
+	if (width > 0 && width < 64)
+		v &= (1ULL << width) - 1;	/* a context argument's slot has 8 bytes, the value fewer */
+	if (r->print == PRINT_SIGNED) {
+		if (width > 0 && width < 64)
+			v = (__s64)(v << (64 - width)) >> (64 - width);
+		BPF_SEQ_PRINTF(seq, "%lld", v);
+	} else if (r->print == PRINT_BOOL) {
+		BPF_SEQ_PRINTF(seq, "%d", v != 0);
+	} else if (r->print == PRINT_POINTER) {
+		BPF_SEQ_PRINTF(seq, "0x%llx", v);
+	} else {
+		BPF_SEQ_PRINTF(seq, "%llu", v);
+	}
+}
+
+static __always_inline int plain_char(unsigned char c)
+{
+	return c >= 0x20 && c != 0x7f && c != '\\';
+}
+
+/* A string being printed: its bytes (the caller's stack), their length, and whether all are plain. */
+struct text {
+	struct seq_file *seq;
+	const char *s;
+	__u32 len;
+	__u32 plain;
+};
+
+static long scan_char(__u64 i, struct text *t)
+{
+	unsigned char c = t->s[i & (MAX_BYTES - 1)];
+
+	if (!c)
+		return 1;
+	t->plain &= plain_char(c);
+	t->len = i + 1;
+	return 0;
+}
+
+static long print_char(__u64 i, struct text *t)
+{
+	unsigned char c = t->s[i & (MAX_BYTES - 1)];
+	char escape[2] = {'\\', 0};
+
+	escape[1] = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\\' ? '\\' : 0;
+	if (plain_char(c))
+		bpf_seq_write(t->seq, &t->s[i & (MAX_BYTES - 1)], 1);
+	else if (escape[1])
+		bpf_seq_write(t->seq, escape, 2);
+	else
+		BPF_SEQ_PRINTF(t->seq, "\\x%02x", c);
+	return 0;
+}
+
+static long print_hex(__u64 i, struct text *t)
+{
+	BPF_SEQ_PRINTF(t->seq, "%02x", (unsigned char)t->s[i & (MAX_BYTES - 1)]);
+	return 0;
+}
+
+/*
+ * Bytes up to the first NUL: in one write when none needs escaping (the usual
+ * case), else byte by byte, a tab, newline, return or backslash as \t \n \r
+ * \\ and other control bytes as \xNN. Loops over bytes are bpf_loop()s: the
+ * verifier checks each callback once.
+ */
+static __always_inline void print_string(struct seq_file *seq, const char *s, __u32 size)
+{
+	struct text t = {.seq = seq, .s = s, .plain = 1};
+
+	bpf_loop(size, scan_char, &t, 0);
+	if (!t.plain)
+		bpf_loop(t.len, print_char, &t, 0);
+	else if (t.len && t.len <= MAX_BYTES)
+		bpf_seq_write(seq, s, t.len);
+}
+
+static __always_inline void print_field(struct seq_file *seq, const volatile struct recipe *r,
+					const char *value, __u32 size, int ok)
+{
+	char sep = r->last ? '\n' : '\t';
+	__u64 v = 0;
+
+	if (!ok) {
+		char dash = '-';
+
+		bpf_seq_write(seq, &dash, 1);
+	} else if (r->print == PRINT_STRING) {
+		print_string(seq, value, size);
+	} else if (r->print == PRINT_HEX) {
+		struct text t = {.seq = seq, .s = value};
+
+		bpf_loop(size, print_hex, &t, 0);
+	} else {
+		__builtin_memcpy(&v, value, sizeof(v));
+		print_integer(seq, r, v, size);
+	}
+	bpf_seq_write(seq, &sep, 1);
+}
 
 static long show_field(__u64 i, struct walk *w)
 {
@@ -99,6 +233,10 @@ static long show_field(__u64 i, struct walk *w)
 		}
 		if (!ok)
 			__builtin_memset(out, 0, sizeof(out));
+	}
+	if (text) {
+		print_field(w->seq, r, &out[1], size, ok);
+		return 0;
 	}
 	out[0] = ok;
 	bpf_seq_write(w->seq, out, 1 + size);

@@ -255,12 +255,12 @@ class Catalog:
         return self.recipe(name, view).schema
 
     def recipe(self, name: str, view: str | None = None, params: params_mod.Params | None = None,
-               fields: str | None = None) -> Recipe:
+               fields: str | None = None, as_json: bool = False) -> Recipe:
         """How to load the program serving target name, or the user's view of it as the last
         look at the objects directories found it, with the global values params give it,
-        or the program that prints the fields a fields= directory names."""
+        or the program that prints the fields a fields= directory names (as_json: their records)."""
         if fields is not None:
-            return self._fields(name, fields)
+            return self._fields(name, fields, as_json)
         if view is None:
             try:
                 recipe = self.targets[name]
@@ -284,12 +284,12 @@ class Catalog:
             self._fields_globals = read_globals(self.bpf_dir / FIELDS_OBJECT)
         return fields_mod.resolve(name, spec)
 
-    def _fields(self, name: str, spec: str) -> Recipe:
+    def _fields(self, name: str, spec: str, as_json: bool) -> Recipe:
         # the fields program is the target's own, refused as its other programs are (a target
         # served through another's program included): its files say so without a load
         field_list = self.field_list(name, spec)
         return Recipe(name, self.bpf_dir / FIELDS_OBJECT, FIELDS_PROGRAM, self.targets[name].schema, attach=name,
-                      global_values=field_list.global_values(self._fields_globals), fields=field_list,
+                      global_values=field_list.global_values(self._fields_globals, as_json), fields=field_list,
                       refused=self.refused.get(name))
 
     def _walk(self, recipe: Recipe, params: params_mod.Params) -> Recipe:

@@ -40,9 +40,12 @@ MAX_STEPS = 4  # pointers followed by one field
 MAX_BYTES = 64  # bytes read for one field: longer strings and arrays are cut there
 MAX_SLOTS = 4  # context arguments: meta, then up to three objects or values
 PREFIX = "fields="
+FIELDS_PROGRAM_SOURCE = "bpf/fields.bpf.c"
 LISTING = "FIELDS"
 _READ_BYTES, _READ_SLOT, _READ_STRING = 0, 1, 2
-_RECIPE = struct.Struct(f"=II{MAX_STEPS + 1}IIII")  # struct recipe
+_RECIPE = struct.Struct(f"=II{MAX_STEPS + 1}IIIIIIIII")  # struct recipe
+# enum print: how the program prints a field as text, by what the field is
+_PRINT = {"int": 0, "unsigned": 1, "bool": 2, "pointer": 3, "char": 4, "string": 4, "bytes": 5}
 _NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[[0-9]+\])*)\Z")
 _BIG_ENDIAN = {"__be16", "__be32", "__be64"}
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}  # struct's unsigned codes; lower case: signed
@@ -88,6 +91,15 @@ class Field:
     code: str  # how struct unpacks the bytes read: "i", "Q", "16s"
     show: Callable | None  # what was unpacked -> its Python value (None: as unpacked)
     kind: str  # what the value is: "int", "enum", "bool", "char", "string", "bytes", "pointer"
+    signed: bool = False
+    big_endian: bool = False  # __be16 and the like: host order is printed
+    shift: int = 0  # a bitfield's first bit in the bytes read, and how many bits it has
+    bits: int = 0
+
+    @property
+    def print(self) -> int | None:
+        """How the program prints it as text (enum print); None: the daemon does (enum names)."""
+        return _PRINT.get("unsigned" if self.kind == "int" and not self.signed else self.kind)
 
     @property
     def text(self) -> Callable:
@@ -103,9 +115,10 @@ class Field:
             return lambda unpacked: "1" if show(unpacked) else "0"
         return lambda unpacked: str(show(unpacked))  # enum names, hex: nothing to escape
 
-    def recipe(self) -> bytes:
+    def recipe(self, last: bool) -> bytes:
         offsets = list(self.offsets) + [0] * (MAX_STEPS + 1 - len(self.offsets))
-        return _RECIPE.pack(self.slot, len(self.offsets) - 1, *offsets, self.size, self.how, self.guarded)
+        return _RECIPE.pack(self.slot, len(self.offsets) - 1, *offsets, self.size, self.how, self.guarded,
+                            self.print or 0, self.shift, self.bits, self.big_endian, last)
 
 
 @dataclass(frozen=True)
@@ -131,20 +144,32 @@ class FieldList:
     def record_size(self) -> int:
         return sum(1 + f.size for f in self.fields)
 
-    def global_values(self, program_globals: Iterable[Global]) -> tuple[tuple[str, int, bytes], ...]:
-        """The (section, offset, bytes) that set the program up for these fields, before its load."""
+    @property
+    def kernel_prints(self) -> bool:
+        """Whether the program prints the text itself: every field but an enum (by name) it can."""
+        return all(f.print is not None for f in self.fields)
+
+    def global_values(self, program_globals: Iterable[Global], as_json: bool) -> tuple[tuple[str, int, bytes], ...]:
+        """The (section, offset, bytes) that set the program up for these fields, before its load:
+        to print their text, or (JSON, and text it cannot print) to write their records."""
         at = {g.name: g for g in program_globals}
+        recipes = b"".join(f.recipe(last=i == len(self.fields) - 1) for i, f in enumerate(self.fields))
+        if at["recipes"].size != MAX_FIELDS * _RECIPE.size:
+            raise OSError(5, f"{FIELDS_PROGRAM_SOURCE}: struct recipe is not what iterfs/fields.py packs")
         slots = max(slot for slot, _ in self.context.args.values()) + 1
         values = {"nslots": struct.pack("=I", slots), "object_slots": struct.pack("=I", 1 << self.context.end_slot),
-                  "nfields": struct.pack("=I", len(self.fields)),
-                  "recipes": b"".join(f.recipe() for f in self.fields)}
+                  "nfields": struct.pack("=I", len(self.fields)), "recipes": recipes,
+                  "text": struct.pack("=I", self.kernel_prints and not as_json)}
         if self.context.guard and any(f.guarded for f in self.fields):
             _size, offset, refused = self.context.guard
             values.update(guard_on=struct.pack("=I", 1), guard_offset=struct.pack("=I", offset),
                           guard_refuse=bytes((list(refused) + [refused[0]])[:2]))
         return tuple((at[name].section, at[name].offset, data) for name, data in sorted(values.items()))
 
-    def formatter(self, as_json: bool) -> Formatter:
+    def formatter(self, as_json: bool) -> Formatter | Header:
+        """What turns one walk's output into lines."""
+        if self.kernel_prints and not as_json:
+            return Header(self)
         return Formatter(self, as_json)
 
     @property
@@ -167,8 +192,8 @@ Files: the same as in {target}/ (all, and the parameter files it takes), each wi
 
 Integers are printed as BTF declares them (__be16/__be32 in host order), enums by
 name, a char as a character, char arrays and char * as strings (tab, newline, CR,
-backslash, other control bytes and bytes that are not UTF-8 escaped as \\t \\n \\r
-\\\\ \\xNN; JSON has U+FFFD for the latter), other byte arrays in hex, pointers in hex.
+backslash and other control bytes escaped as \\t \\n \\r \\\\ \\xNN; in JSON, bytes
+that are not UTF-8 are U+FFFD), other byte arrays in hex, pointers in hex.
 At most {max_fields} fields, {max_steps} pointers followed per field, {max_bytes} bytes per string or array.
 What the fields are: ../FIELDS
 """.replace("{max_fields}", str(MAX_FIELDS)).replace("{max_steps}", str(MAX_STEPS)).replace(
@@ -406,7 +431,7 @@ def _leaf(btf: Types, walk: _Walk, name: str, ctx: Context) -> Field:
         type_id = t.entries[0][1]
     t = btf.resolve(type_id)
     big_endian = any(btf.type(i).name in _BIG_ENDIAN for i in btf.peel(type_id)[0])
-    how, size, code = _READ_BYTES, 0, ""
+    how, size, code, signed = _READ_BYTES, 0, "", False
     plain = not walk.width and not big_endian  # unpacked by struct as it is
     if t is None:
         raise FieldError(f"{name}: a void has no value")
@@ -462,7 +487,7 @@ def _leaf(btf: Types, walk: _Walk, name: str, ctx: Context) -> Field:
     if walk.width:
         where += f", bits {walk.bits}..{walk.bits + walk.width - 1}"
     return Field(name, ctype, where, walk.slot, tuple(walk.offsets), size, how, walk.guarded,
-                 code or f"{size}s", show, kind)
+                 code or f"{size}s", show, kind, signed, big_endian, walk.bits, walk.width)
 
 
 def _is_char(btf: Types, type_id: int, typedefs_too: bool = False) -> bool:
@@ -512,17 +537,35 @@ def _char(value: int) -> str:
 
 # tab, newline and backslash would change what a line means; other control bytes, how it shows
 _ESCAPES = str.maketrans({**{chr(c): f"\\x{c:02x}" for c in [*range(32), 127]},
-                          **{chr(0xDC00 + c): f"\\x{c:02x}" for c in range(0x80, 0x100)},
                           "\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"})
 
 
 def _string_text(data: bytes) -> str:
-    """Text's: bytes that are no UTF-8 are \\xNN, as control bytes are (surrogateescape keeps them)."""
+    """Text's, as the program prints it: control bytes escaped, other bytes as they are
+    (surrogateescape carries those that are no UTF-8 through to the encode)."""
     return data.split(b"\0", 1)[0].decode("utf-8", errors="surrogateescape").translate(_ESCAPES)
 
 
 def _char_text(value: int) -> str:
     return _string_text(bytes([value & 0xFF]))
+
+
+class Header:
+    """The program prints the text: a header line of the field names goes before it."""
+
+    def __init__(self, fields: FieldList):
+        self._header = ("\t".join(f.name for f in fields.fields) + "\n").encode()
+        self._started = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._started:
+            return chunk
+        self._started = True
+        return self._header + chunk
+
+    def end(self) -> bytes:
+        """The header alone, for a walk without objects."""
+        return b"" if self._started else self.feed(b"")
 
 
 class Formatter:
@@ -561,7 +604,7 @@ class Formatter:
                 for r in records:
                     lines.append("\t".join([show(v) if ok else "-" for show, ok, v in zip(shows, r[::2], r[1::2])]))
         lines.append("")
-        return "\n".join(lines).encode()
+        return "\n".join(lines).encode("utf-8", errors="surrogateescape")
 
     def end(self) -> bytes:
         """The walk is over: the header of a walk without objects; nothing may be left half read."""

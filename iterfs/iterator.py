@@ -25,7 +25,7 @@ from . import _libbpf, pins, probes
 from .catalog import Catalog
 from .discovery import refusal
 from .errors import NotFound
-from .fields import Formatter
+from .fields import Formatter, Header
 from .params import Params
 from .programs import Programs, WouldBlock
 
@@ -50,7 +50,7 @@ class Iterator:
     start_over() walks the same program with the same parameters and objects."""
 
     def __init__(self, target: str, link_fd: int, through: str | None = None,
-                 formatter: Callable[[], Formatter] | None = None):
+                 formatter: Callable[[], Formatter | Header] | None = None):
         """Takes link_fd: closed here if no iterator can be made of it, and in close().
         formatter: makes what turns each walk's records into lines (a fields= file)."""
         self.target = target
@@ -68,7 +68,7 @@ class Iterator:
 
     @classmethod
     def attach(cls, target: str, prog_fd: int, link_info: bytes | None, through: str | None = None,
-               formatter: Callable[[], Formatter] | None = None) -> Iterator:
+               formatter: Callable[[], Formatter | Header] | None = None) -> Iterator:
         """A walk of a new link of prog_fd with link_info."""
         return cls(target, _libbpf.link_create(prog_fd, link_info), through, formatter)
 
@@ -272,7 +272,8 @@ class Iterators:
         self._started_over = 0  # by iterators released
 
     @contextlib.contextmanager
-    def _link_parts(self, target: str, params: Params, view: str | None, block: bool, fields: str | None = None):
+    def _link_parts(self, target: str, params: Params, view: str | None, block: bool, fields: str | None = None,
+                    as_json: bool = False):
         """(prog_fd, link_info, recipe) for a link of target, view (or fields) and params, valid inside
         the block."""
         if view is not None:
@@ -282,7 +283,7 @@ class Iterators:
             self._catalog.refresh_views()
             # the name was parsed when the object may have been another: its globals may differ now
             params = self._catalog.schema(target, view).parse(params.name)
-        recipe = self._catalog.recipe(target, view, params, fields)
+        recipe = self._catalog.recipe(target, view, params, fields, as_json)
         if not block and probes.costly(recipe.schema):
             raise WouldBlock(f"{target}: checking {params.name} walks the cgroup tree")
         probes.check(recipe.schema, params)
@@ -301,7 +302,7 @@ class Iterators:
         """A new walk of target (of a view of it, or of the fields a fields= directory names,
         as text or JSON lines). Loads the program on first use, which blocks;
         block=False raises WouldBlock instead, for callers that must not block."""
-        with self._link_parts(target, params, view, block, fields) as (prog_fd, link_info, recipe):
+        with self._link_parts(target, params, view, block, fields, as_json) as (prog_fd, link_info, recipe):
             formatter = functools.partial(recipe.fields.formatter, as_json) if recipe.fields else None
             iterator = Iterator.attach(target, prog_fd, link_info, recipe.through, formatter)
         with self._lock:

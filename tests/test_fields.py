@@ -116,7 +116,7 @@ def test_task_file_fields_are_what_fdinfo_says(mount, child, tmp_path):
         assert found[fd]["file.f_path.dentry.d_name.name"] == "data with\\ttab"
 
 
-def test_a_string_that_is_not_utf8_shows_its_bytes_escaped(mount, tmp_path):
+def test_a_string_that_is_not_utf8_keeps_its_bytes_in_text_and_is_valid_json(mount, tmp_path):
     odd = tmp_path / os.fsdecode(b"caf\xc3\xa9 \\ \xff")  # UTF-8, a backslash, then a byte that is none
     odd.write_bytes(b"")
     fd = os.open(odd, os.O_RDONLY)
@@ -126,7 +126,8 @@ def test_a_string_that_is_not_utf8_shows_its_bytes_escaped(mount, tmp_path):
         (line,) = [x for x in json_lines(mount.read(f"task_file/{spec}.json")) if x["fd"] == fd]
     finally:
         os.close(fd)
-    assert r["file.f_path.dentry.d_name.name"] == "caf\u00e9 \\\\ \\xff"
+    # text: the backslash escaped, other bytes as they are (mount.read keeps the 0xff); JSON: U+FFFD
+    assert r["file.f_path.dentry.d_name.name"] == "caf\u00e9 \\\\ \udcff"
     assert line["file.f_path.dentry.d_name.name"] == "caf\u00e9 \\ \ufffd"
 
 
@@ -347,3 +348,51 @@ def test_iterfs_cat_reads_fields_without_a_mount(child):
     assert {int(r["pid"]): r["comm"] for r in by_name(done.stdout)} == proc_threads(child.pid)
     done = run_iterfs("cat", f"task/fields=pid,comm/pid={child.pid}.json", check=True)
     assert {line["pid"] for line in json_lines(done.stdout)} == set(proc_threads(child.pid))
+
+
+@pytest.mark.parametrize("target, spec, params", [
+    ("task_file", "fd,file.f_pos,file.f_flags,file.f_path.dentry.d_name.name,task.comm,file.f_op", "pid={self}"),
+    ("tcp", "sk_num,sk_dport,sk_rcv_saddr,sk_common.skc_reuse,sk_rcvbuf,sk_prot.name,sk_v6_daddr.in6_u.u6_addr8,"
+            "uid,sk_family", "all"),
+    ("task", "pid,comm,comm[0],real_parent.tgid,cred.uid,prio,mm", "pid={self}"),
+])
+def test_the_programs_text_is_what_the_daemon_makes_of_its_records(tmp_path, target, spec, params):
+    """Text is printed by the program itself, except for lists with an enum, which the daemon
+    prints from the records the .json files are made of: both must say the same."""
+    from iterfs import fields
+    from iterfs.api import Session
+    from iterfs.params import parse
+
+    odd = tmp_path / os.fsdecode(b"t\tb\\s \xff\x01")  # a tab, a backslash, no UTF-8, a control byte
+    odd.write_bytes(b"")
+    fd = os.open(odd, os.O_RDONLY)
+    listener = socket.create_server(("127.0.0.1", 0))
+    # objects that hold still between the two walks: the first column of their lines
+    keys = {"task_file": [fd, listener.fileno()], "tcp": [listener.getsockname()[1]], "task": [os.getpid()]}[target]
+    try:
+        with Session() as session:
+            name = parse(target, params.format(self=os.getpid()))
+
+            def walk(as_json: bool) -> bytes:
+                iterator = session.iterators.open(target, name, fields=spec, as_json=as_json)
+                try:  # the JSON walk's records, before they are JSON
+                    return b"".join(iterator) if not as_json else b"".join(iter(iterator._read, b""))
+                finally:
+                    session.iterators.release(iterator)
+
+            printed, records = walk(False), walk(True)
+    finally:
+        os.close(fd)
+        listener.close()
+    field_list = fields.resolve(target, spec)
+    assert field_list.kernel_prints
+    daemon = fields.Formatter(field_list, as_json=False)
+    made = daemon.feed(records) + daemon.end()
+    assert printed.split(b"\n", 1)[0] == made.split(b"\n", 1)[0] == "\t".join(spec.split(",")).encode()
+
+    def lines_of(text: bytes) -> list[bytes]:
+        return [line for line in text.splitlines() if line.split(b"\t", 1)[0] in {str(k).encode() for k in keys}]
+
+    assert len(lines_of(printed)) == len(keys) and lines_of(printed) == lines_of(made)
+    if target == "task_file":
+        assert rb"t\tb\\s " + b"\xff" + rb"\x01" in printed
