@@ -79,9 +79,12 @@ struct walk {
 	__u32 guard_failed;
 };
 
-/* An integer of size bytes (little-endian, zero above), as the recipe says to print it. */
+/*
+ * An integer of size bytes (little-endian, zero above), as the recipe says to
+ * print it, and the separator after it: one helper call per field.
+ */
 static __always_inline void print_integer(struct seq_file *seq, const volatile struct recipe *r,
-					  __u64 v, __u32 size)
+					  __u64 v, __u32 size, char sep)
 {
 	__u32 width = size * 8, shift = r->shift, bits = r->bits;
 
@@ -101,13 +104,13 @@ static __always_inline void print_integer(struct seq_file *seq, const volatile s
 	if (r->print == PRINT_SIGNED) {
 		if (width > 0 && width < 64)
 			v = (__s64)(v << (64 - width)) >> (64 - width);
-		BPF_SEQ_PRINTF(seq, "%lld", v);
+		BPF_SEQ_PRINTF(seq, "%lld%c", v, sep);
 	} else if (r->print == PRINT_BOOL) {
-		BPF_SEQ_PRINTF(seq, "%d", v != 0);
+		BPF_SEQ_PRINTF(seq, "%d%c", v != 0, sep);
 	} else if (r->print == PRINT_POINTER) {
-		BPF_SEQ_PRINTF(seq, "0x%llx", v);
+		BPF_SEQ_PRINTF(seq, "0x%llx%c", v, sep);
 	} else {
-		BPF_SEQ_PRINTF(seq, "%llu", v);
+		BPF_SEQ_PRINTF(seq, "%llu%c", v, sep);
 	}
 }
 
@@ -117,14 +120,14 @@ static __always_inline int plain_char(unsigned char c)
 }
 
 /* A string being printed: its bytes (the caller's stack), their length, and whether all are plain. */
-struct text {
+struct chars {
 	struct seq_file *seq;
 	const char *s;
 	__u32 len;
 	__u32 plain;
 };
 
-static long scan_char(__u64 i, struct text *t)
+static long scan_char(__u64 i, struct chars *t)
 {
 	unsigned char c = t->s[i & (MAX_BYTES - 1)];
 
@@ -135,7 +138,7 @@ static long scan_char(__u64 i, struct text *t)
 	return 0;
 }
 
-static long print_char(__u64 i, struct text *t)
+static long print_char(__u64 i, struct chars *t)
 {
 	unsigned char c = t->s[i & (MAX_BYTES - 1)];
 	char escape[2] = {'\\', 0};
@@ -150,7 +153,7 @@ static long print_char(__u64 i, struct text *t)
 	return 0;
 }
 
-static long print_hex(__u64 i, struct text *t)
+static long print_hex(__u64 i, struct chars *t)
 {
 	BPF_SEQ_PRINTF(t->seq, "%02x", (unsigned char)t->s[i & (MAX_BYTES - 1)]);
 	return 0;
@@ -162,15 +165,17 @@ static long print_hex(__u64 i, struct text *t)
  * \\ and other control bytes as \xNN. Loops over bytes are bpf_loop()s: the
  * verifier checks each callback once.
  */
-static __always_inline void print_string(struct seq_file *seq, const char *s, __u32 size)
+static __always_inline void print_string(struct seq_file *seq, const char *s, __u32 size, char sep)
 {
-	struct text t = {.seq = seq, .s = s, .plain = 1};
+	struct chars t = {.seq = seq, .s = s, .plain = 1};
 
 	bpf_loop(size, scan_char, &t, 0);
-	if (!t.plain)
-		bpf_loop(t.len, print_char, &t, 0);
-	else if (t.len && t.len <= MAX_BYTES)
-		bpf_seq_write(seq, s, t.len);
+	if (t.plain) {	/* s ends with a NUL: the caller's buffer has a byte more than any value */
+		BPF_SEQ_PRINTF(seq, "%s%c", s, sep);
+		return;
+	}
+	bpf_loop(t.len, print_char, &t, 0);
+	bpf_seq_write(seq, &sep, 1);
 }
 
 static __always_inline void print_field(struct seq_file *seq, const volatile struct recipe *r,
@@ -180,25 +185,23 @@ static __always_inline void print_field(struct seq_file *seq, const volatile str
 	__u64 v = 0;
 
 	if (!ok) {
-		char dash = '-';
-
-		bpf_seq_write(seq, &dash, 1);
+		BPF_SEQ_PRINTF(seq, "-%c", sep);
 	} else if (r->print == PRINT_STRING) {
-		print_string(seq, value, size);
+		print_string(seq, value, size, sep);
 	} else if (r->print == PRINT_HEX) {
-		struct text t = {.seq = seq, .s = value};
+		struct chars t = {.seq = seq, .s = value};
 
 		bpf_loop(size, print_hex, &t, 0);
+		bpf_seq_write(seq, &sep, 1);
 	} else {
 		__builtin_memcpy(&v, value, sizeof(v));
-		print_integer(seq, r, v, size);
+		print_integer(seq, r, v, size, sep);
 	}
-	bpf_seq_write(seq, &sep, 1);
 }
 
 static long show_field(__u64 i, struct walk *w)
 {
-	char out[1 + MAX_BYTES];	/* status, then the value */
+	char out[1 + MAX_BYTES + 1];	/* status, the value, and a NUL after any value */
 	const volatile struct recipe *r;
 	__u32 size, how, s;
 	__u64 p;

@@ -41,7 +41,7 @@ class Session:
         """The contents of a tree path such as ``task_vma/pid=42``, ``task/README`` or
         ``task/fields=pid,comm/all.json``."""
         target, name = self._split(path)
-        if name.startswith(LISTING):  # FIELDS, FIELDS.mm
+        if name == LISTING or name.startswith(LISTING + "."):  # FIELDS, FIELDS.mm
             yield listing(target, name[len(LISTING) + 1:]).encode()
             return
         fields = None

@@ -2,7 +2,7 @@
 
     resolve(target, spec)         each name through the running kernel's BTF: a FieldList
     FieldList.global_values(...)  its recipes, as .rodata bytes for bpf/fields.bpf.c
-    FieldList.formatter(as_json)  turns the program's records into text or JSON lines
+    FieldList.formatter(as_json)  what turns a walk's output into lines (records.py)
     listing(target, path)         what MNT/<target>/FIELDS and FIELDS.<path> show
 
 A name is a path through the members of the iterator's context, as C spells
@@ -14,23 +14,23 @@ seen through, wrappers of one member (``atomic_t``, ``kuid_t``) are
 unwrapped, and the member names that the kernel's headers spell by a macro
 (``sk_state`` for ``__sk_common.skc_state``) are served by ALIASES.
 
-The program gathers bytes; this module knows each field's type and prints
-it: integers as BTF declares them (``__be16`` in host order), enums by name,
-``char`` arrays and ``char *`` as escaped strings, other byte arrays in hex,
-pointers in hex, and ``-`` (JSON null) for what could not be read.
+Each field's recipe says how to reach its bytes and how to print them:
+integers as BTF declares them (``__be16`` in host order), ``char`` arrays and
+``char *`` as escaped strings, other byte arrays in hex, pointers in hex, and
+``-`` for what could not be read. The program prints that text itself; for
+JSON, and for an enum (by name), it writes the bytes and records.py prints them.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 import struct
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from . import _libbpf as K
+from . import _libbpf as K, records
 from .btf import INT_BOOL, INT_SIGNED, Global, Types, vmlinux
 from .errors import NotFound
 
@@ -43,11 +43,15 @@ PREFIX = "fields="
 FIELDS_PROGRAM_SOURCE = "bpf/fields.bpf.c"
 LISTING = "FIELDS"
 _READ_BYTES, _READ_SLOT, _READ_STRING = 0, 1, 2
-_RECIPE = struct.Struct(f"=II{MAX_STEPS + 1}IIIIIIIII")  # struct recipe
+# struct recipe of the program: its members in order, each that many __u32s
+RECIPE_LAYOUT = (("slot", 1), ("steps", 1), ("offset", MAX_STEPS + 1), ("size", 1), ("how", 1), ("guarded", 1),
+                 ("print", 1), ("shift", 1), ("bits", 1), ("big_endian", 1), ("last", 1))
+_RECIPE = struct.Struct("=" + "".join(f"{count}I" for _, count in RECIPE_LAYOUT))
 # enum print: how the program prints a field as text, by what the field is
 _PRINT = {"int": 0, "unsigned": 1, "bool": 2, "pointer": 3, "char": 4, "string": 4, "bytes": 5}
 _NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[[0-9]+\])*)\Z")
 _BIG_ENDIAN = {"__be16", "__be32", "__be64"}
+_MAX_OFFSET = 1 << 24  # bytes into one object: a struct recipe's offsets are 32-bit
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}  # struct's unsigned codes; lower case: signed
 _QUALIFIERS = frozenset({K.BTF_KIND_CONST, K.BTF_KIND_VOLATILE, K.BTF_KIND_RESTRICT, K.BTF_KIND_TYPE_TAG})
 
@@ -103,17 +107,8 @@ class Field:
 
     @property
     def text(self) -> Callable:
-        """What was unpacked -> its text."""
-        show = self.show
-        if show is None:
-            return str
-        if show is _string:
-            return _string_text
-        if show is _char:
-            return _char_text
-        if self.kind == "bool":
-            return lambda unpacked: "1" if show(unpacked) else "0"
-        return lambda unpacked: str(show(unpacked))  # enum names, hex: nothing to escape
+        """What was unpacked -> its text, as the program would print it."""
+        return records.text_of(self.show, self.kind)
 
     def recipe(self, last: bool) -> bytes:
         offsets = list(self.offsets) + [0] * (MAX_STEPS + 1 - len(self.offsets))
@@ -147,7 +142,8 @@ class FieldList:
     @property
     def kernel_prints(self) -> bool:
         """Whether the program prints the text itself: every field but an enum (by name) it can."""
-        return all(f.print is not None for f in self.fields)
+        # the program reads values as a little-endian machine lays them out
+        return sys.byteorder == "little" and all(f.print is not None for f in self.fields)
 
     def global_values(self, program_globals: Iterable[Global], as_json: bool) -> tuple[tuple[str, int, bytes], ...]:
         """The (section, offset, bytes) that set the program up for these fields, before its load:
@@ -166,11 +162,11 @@ class FieldList:
                           guard_refuse=bytes((list(refused) + [refused[0]])[:2]))
         return tuple((at[name].section, at[name].offset, data) for name, data in sorted(values.items()))
 
-    def formatter(self, as_json: bool) -> Formatter | Header:
+    def formatter(self, as_json: bool) -> records.Formatter | records.Header:
         """What turns one walk's output into lines."""
         if self.kernel_prints and not as_json:
-            return Header(self)
-        return Formatter(self, as_json)
+            return records.Header(self)
+        return records.Formatter(self, as_json)
 
     @property
     def readme(self) -> str:
@@ -278,7 +274,7 @@ class _Walk:
         self.slot, self.type_id = slot, type_id
         self.in_slot = in_slot  # the value is the context argument itself, not in memory
         self.offsets = [0]  # the last is the offset of the value from the current base
-        self.bits, self.width = 0, 0  # a bitfield's place in its bytes
+        self.shift, self.bits = 0, 0  # a bitfield: its first bit in its bytes, and how many
         self.where: list[str] = []
         self.guarded = False
 
@@ -318,7 +314,7 @@ def _resolve(target: str, spec: str) -> FieldList:
 
 def _field(ctx: Context, name: str) -> Field:
     btf = vmlinux()
-    return _leaf(btf, _walk_to(btf, ctx, name), name, ctx)
+    return _leaf(btf, _walk_to(btf, ctx, name), name)
 
 
 def _walk_to(btf: Types, ctx: Context, name: str) -> _Walk:
@@ -373,9 +369,9 @@ def _start(btf: Types, ctx: Context, name: str, first: str) -> _Walk | None:
 def _at_member(btf: Types, walk: _Walk, found) -> None:
     type_id, bits, width = found
     walk.offsets[-1] += bits // 8
-    walk.bits, walk.width = (bits % 8, width) if width else (0, 0)
+    walk.shift, walk.bits = (bits % 8, width) if width else (0, 0)
     if not width and bits % 8:
-        raise FieldError("a member not on a byte boundary")
+        raise FieldError(f"{walk.where[0]}: a member not on a byte boundary")
     walk.type_id = type_id
     walk.where[-1] = f"{walk.where[-1].split('+')[0]}+{walk.offsets[-1]}"
 
@@ -388,7 +384,7 @@ def _into(btf: Types, walk: _Walk, name: str, member: str, before: str) -> None:
     if t is None or t.kind not in (K.BTF_KIND_STRUCT, K.BTF_KIND_UNION):
         what = "void" if t is None else btf.ctype(walk.type_id)
         raise FieldError(f"{name}: {before} is a {what}, which has no members")
-    if walk.width:
+    if walk.bits:
         raise FieldError(f"{name}: {before} is a bitfield")
     found = _member(btf, walk.type_id, member)
     if found is None:
@@ -414,11 +410,13 @@ def _index(btf: Types, walk: _Walk, name: str, index: int) -> None:
     else:
         raise FieldError(f"{name}: [{index}] indexes a {btf.ctype(walk.type_id)}: not an array or pointer")
     walk.offsets[-1] += index * btf.size(elem)
+    if walk.offsets[-1] >= _MAX_OFFSET:
+        raise FieldError(f"{name}: [{index}] is {walk.offsets[-1]} bytes into the object: past any object")
     walk.type_id = elem
     walk.where[-1] = f"{walk.where[-1].split('+')[0]}+{walk.offsets[-1]}"
 
 
-def _leaf(btf: Types, walk: _Walk, name: str, ctx: Context) -> Field:
+def _leaf(btf: Types, walk: _Walk, name: str) -> Field:
     ctype = btf.ctype(walk.type_id)
     type_id = walk.type_id
     for _ in range(8):  # atomic_t, refcount_t -> atomic_t, kuid_t: one member, unwrapped
@@ -432,7 +430,7 @@ def _leaf(btf: Types, walk: _Walk, name: str, ctx: Context) -> Field:
     t = btf.resolve(type_id)
     big_endian = any(btf.type(i).name in _BIG_ENDIAN for i in btf.peel(type_id)[0])
     how, size, code, signed = _READ_BYTES, 0, "", False
-    plain = not walk.width and not big_endian  # unpacked by struct as it is
+    plain = not walk.bits and not big_endian  # unpacked by struct as it is
     if t is None:
         raise FieldError(f"{name}: a void has no value")
     if t.kind == K.BTF_KIND_INT:
@@ -441,183 +439,74 @@ def _leaf(btf: Types, walk: _Walk, name: str, ctx: Context) -> Field:
             raise FieldError(f"{name}: a {size}-byte integer ({ctype}) is more than iterfs prints")
         signed = bool(encoding & INT_SIGNED)
         kind = "bool" if encoding & INT_BOOL else "int"
-        if plain and size == 1 and _is_char(btf, type_id, typedefs_too=False):
-            code, kind, show = "B", "char", _char  # ksym's type 'T', as C's char is read
+        if plain and size == 1 and _is_char(btf, type_id, any_char=False):
+            code, kind, show = "B", "char", records.char  # ksym's type 'T', as C's char is read
         elif plain:
             code, show = _INT_CODES[size].lower() if signed else _INT_CODES[size], bool if kind == "bool" else None
         else:
-            show = _integer(signed, big_endian, walk.bits, walk.width, kind == "bool")
+            show = records.integer(signed, big_endian, walk.shift, walk.bits, kind == "bool")
     elif t.kind in (K.BTF_KIND_ENUM, K.BTF_KIND_ENUM64):
         size, kind = t.ref, "enum"
-        names = {(e[1] if t.kind == K.BTF_KIND_ENUM else e[1] | e[2] << 32): e[0] for e in t.entries}
+        names = {_enum_value(t, e): e[0] for e in t.entries}
         if plain and size in _INT_CODES:
-            code, show = _INT_CODES[size].lower() if t.kflag else _INT_CODES[size], _enum(None, names)
+            code, show = _INT_CODES[size].lower() if t.kflag else _INT_CODES[size], records.enum(None, names)
         else:
-            show = _enum(_integer(t.kflag, False, walk.bits, walk.width, False), names)
+            show = records.enum(records.integer(t.kflag, False, walk.shift, walk.bits, False), names)
     elif t.kind == K.BTF_KIND_PTR:
-        if _is_char(btf, t.ref, typedefs_too=True):
+        if _is_char(btf, t.ref, any_char=True):
             if walk.in_slot:
                 walk.in_slot = False
             else:
                 if len(walk.offsets) > MAX_STEPS:
                     raise FieldError(f"{name}: follows more than {MAX_STEPS} pointers")
                 walk.offsets.append(0)
-            how, size, kind, show = _READ_STRING, MAX_BYTES, "string", _string
+            how, size, kind, show = _READ_STRING, MAX_BYTES, "string", records.string
         else:
-            size, kind, code, show = 8, "pointer", "Q", _pointer
+            size, kind, code, show = 8, "pointer", "Q", records.pointer
     elif t.kind == K.BTF_KIND_ARRAY:
         elem, _index_type, count = t.entries[0]
         inner = btf.resolve(elem)
         if inner is None or inner.kind != K.BTF_KIND_INT or inner.ref != 1 or not count:
             raise FieldError(f"{name}: a whole array ({ctype}) is no field: index it, e.g. {name}[0]")
         size = min(count, MAX_BYTES)
-        kind, show = ("string", _string) if _is_char(btf, elem, typedefs_too=True) else ("bytes", bytes.hex)
+        kind, show = ("string", records.string) if _is_char(btf, elem, any_char=True) else ("bytes", bytes.hex)
     elif t.kind in (K.BTF_KIND_STRUCT, K.BTF_KIND_UNION):
         some = ", ".join(m[0] for m in list(_members(btf, type_id))[:4])
         raise FieldError(f"{name}: a whole {ctype} is no field: name one of its members ({some}, ...)")
     else:
         raise FieldError(f"{name}: iterfs does not print a {ctype}")
-    if walk.width:
-        size = (walk.bits + walk.width + 7) // 8
+    if walk.bits:
+        size = (walk.shift + walk.bits + 7) // 8
+        if size > 8:
+            raise FieldError(f"{name}: a bitfield across {size} bytes is more than iterfs prints")
     if walk.in_slot:
         how = _READ_SLOT
         if size > 8:
             raise FieldError(f"{name}: a context argument of {size} bytes")
     where = " -> ".join(walk.where)
-    if walk.width:
-        where += f", bits {walk.bits}..{walk.bits + walk.width - 1}"
+    if walk.bits:
+        where += f", bits {walk.shift}..{walk.shift + walk.bits - 1}"
     return Field(name, ctype, where, walk.slot, tuple(walk.offsets), size, how, walk.guarded,
-                 code or f"{size}s", show, kind, signed, big_endian, walk.bits, walk.width)
+                 code or f"{size}s", show, kind, signed, big_endian, walk.shift, walk.bits)
 
 
-def _is_char(btf: Types, type_id: int, typedefs_too: bool = False) -> bool:
+def _enum_value(t, entry) -> int:
+    """An enumerator's value as its enum's signedness (kind_flag) says: BTF keeps 32 bits, or two halves."""
+    if t.kind == K.BTF_KIND_ENUM:
+        value, bits = entry[1] & 0xFFFFFFFF, 32
+    else:
+        value, bits = entry[1] | entry[2] << 32, 64
+    return value - (1 << bits) if t.kflag and value >> (bits - 1) else value
+
+
+def _is_char(btf: Types, type_id: int, any_char: bool = False) -> bool:
     """A C char (plain, signed or unsigned) as strings hold them: not __u8 or bool.
-    typedefs_too=False: a char alone is a character only when spelled plain "char"."""
+    any_char=False: a char alone is a character only when spelled plain "char"."""
     under = btf.peel(type_id, _QUALIFIERS)[1]  # a typedef (__u8, __s8) is a number, not a char
     t = btf.type(under) if under else None
     if t is None or t.kind != K.BTF_KIND_INT or t.ref != 1:
         return False
-    return "char" in t.name if typedefs_too else t.name == "char"
-
-
-def _integer(signed: bool, big_endian: bool, shift: int, width: int, as_bool: bool):
-    order = "big" if big_endian else sys.byteorder
-
-    def show(data: bytes):
-        if width:  # a bitfield: little-endian bit numbering, as BTF gives it on this machine
-            value = int.from_bytes(data, "little") >> shift & ((1 << width) - 1)
-            if signed and value >> (width - 1):
-                value -= 1 << width
-        else:
-            value = int.from_bytes(data, order, signed=signed)
-        return bool(value) if as_bool else value
-    return show
-
-
-def _enum(number, names: dict[int, str]):
-    """An enum's name for its value (the number, when the value has none); number: from bytes."""
-    def show(unpacked):
-        value = number(unpacked) if number else unpacked
-        return names.get(value, value)
-    return show
-
-
-def _pointer(value: int) -> str:
-    return f"{value:#x}"
-
-
-def _string(data: bytes) -> str:
-    """JSON's: bytes that are no UTF-8 become U+FFFD, as JSON text holds no raw bytes."""
-    return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
-
-
-def _char(value: int) -> str:
-    return chr(value & 0xFF) if value & 0xFF < 0x80 else "\ufffd"
-
-
-# tab, newline and backslash would change what a line means; other control bytes, how it shows
-_ESCAPES = str.maketrans({**{chr(c): f"\\x{c:02x}" for c in [*range(32), 127]},
-                          "\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"})
-
-
-def _string_text(data: bytes) -> str:
-    """Text's, as the program prints it: control bytes escaped, other bytes as they are
-    (surrogateescape carries those that are no UTF-8 through to the encode)."""
-    return data.split(b"\0", 1)[0].decode("utf-8", errors="surrogateescape").translate(_ESCAPES)
-
-
-def _char_text(value: int) -> str:
-    return _string_text(bytes([value & 0xFF]))
-
-
-class Header:
-    """The program prints the text: a header line of the field names goes before it."""
-
-    def __init__(self, fields: FieldList):
-        self._header = ("\t".join(f.name for f in fields.fields) + "\n").encode()
-        self._started = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self._started:
-            return chunk
-        self._started = True
-        return self._header + chunk
-
-    def end(self) -> bytes:
-        """The header alone, for a walk without objects."""
-        return b"" if self._started else self.feed(b"")
-
-
-class Formatter:
-    """The records of one walk, as text or JSON lines. Records may be split across reads."""
-
-    def __init__(self, fields: FieldList, as_json: bool):
-        self._names = [f.name for f in fields.fields]
-        # a record: per field its status byte (1: read) and its bytes, unpacked in one go
-        self._record = struct.Struct("=" + "".join("B" + f.code for f in fields.fields))
-        assert self._record.size == fields.record_size
-        self._shows = [f.show or _same for f in fields.fields] if as_json else [f.text for f in fields.fields]
-        self._as_json = as_json
-        self._pending = b""
-        self._started = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        """The lines of the whole records in what has arrived so far."""
-        data = self._pending + chunk
-        whole = len(data) - len(data) % self._record.size
-        self._pending = data[whole:]
-        if not whole:
-            return b""
-        lines = []
-        if not self._started and not self._as_json:
-            lines.append("\t".join(self._names))
-        self._started = True
-        shows = self._shows
-        with memoryview(data) as view:
-            records = self._record.iter_unpack(view[:whole])
-            if self._as_json:
-                names = self._names
-                for r in records:
-                    values = [show(v) if ok else None for show, ok, v in zip(shows, r[::2], r[1::2])]
-                    lines.append(json.dumps(dict(zip(names, values)), ensure_ascii=False))
-            else:
-                for r in records:
-                    lines.append("\t".join([show(v) if ok else "-" for show, ok, v in zip(shows, r[::2], r[1::2])]))
-        lines.append("")
-        return "\n".join(lines).encode("utf-8", errors="surrogateescape")
-
-    def end(self) -> bytes:
-        """The walk is over: the header of a walk without objects; nothing may be left half read."""
-        if self._pending:
-            raise OSError(5, f"the walk ended inside a record ({len(self._pending)} of {self._record.size} bytes)")
-        if self._started or self._as_json:
-            return b""
-        self._started = True
-        return ("\t".join(self._names) + "\n").encode()
-
-
-def _same(value):
-    return value
+    return "char" in t.name if any_char else t.name == "char"
 
 
 @functools.lru_cache(maxsize=64)

@@ -25,7 +25,7 @@ from . import _libbpf, pins, probes
 from .catalog import Catalog
 from .discovery import refusal
 from .errors import NotFound
-from .fields import Formatter, Header
+from .records import Formatter, Header
 from .params import Params
 from .programs import Programs, WouldBlock
 
@@ -55,8 +55,6 @@ class Iterator:
         formatter: makes what turns each walk's records into lines (a fields= file)."""
         self.target = target
         self.through = through  # the target whose program makes this one's lines in one go
-        self._formatter = formatter
-        self._records = formatter() if formatter else None
         self.produced = 0
         self.started_over = 0  # walks after the first, for .iterfs/status
         self.link_fd = link_fd
@@ -65,6 +63,8 @@ class Iterator:
         except OSError:
             os.close(link_fd)
             raise
+        self._formatter = formatter
+        self._records = formatter() if formatter else None
 
     @classmethod
     def attach(cls, target: str, prog_fd: int, link_info: bytes | None, through: str | None = None,

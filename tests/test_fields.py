@@ -11,6 +11,8 @@ import functools
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -18,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_iterfs
+from conftest import missing, run_iterfs
 from helpers import bpftool_json, iter_links_of, kernel_refusal, make_map, proc_status, proc_threads, settled, stopped
 
 pytestmark = pytest.mark.fuse
 
-TASK = "pid,tgid,comm,real_parent.tgid,se.sum_exec_runtime,mm.total_vm,cred.uid,comm[0]"
+TASK = "pid,tgid,comm,real_parent.tgid,se.sum_exec_runtime,mm.total_vm,cred.uid,comm[0],exit_signal"
 O_CLOEXEC = 0o2000000
 TCP_LISTEN, TCP_TIME_WAIT = 10, 6
 
@@ -66,6 +68,9 @@ def test_task_fields_are_the_values_proc_shows(mount, child):
         assert int(r["mm.total_vm"]) * page_kb == int(status["VmSize"].split()[0])
         comm = open(f"/proc/{child.pid}/task/{tid}/comm").read().rstrip("\n")
         assert r["comm"] == comm and r["comm[0]"] == comm[0]  # a char alone is a character
+        # a signed int, negative for a thread that is not the leader: field 38 of stat
+        stat = open(f"/proc/{child.pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        assert int(r["exit_signal"]) == int(stat[38 - 3]) == (-1 if tid != child.pid else signal.SIGCHLD)
     # the JSON sibling holds the same values, typed
     assert [{k: str(v) for k, v in line.items()} for line in parsed] == by_name(text)
     assert all(isinstance(line["pid"], int) and isinstance(line["comm"], str) for line in parsed)
@@ -138,6 +143,7 @@ def tcp_rows(mount, spec: str) -> list[dict[str, str]]:
 def test_tcp_fields_of_sockets_the_test_made(mount):
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     client = socket.create_connection(listener.getsockname())
@@ -145,16 +151,17 @@ def test_tcp_fields_of_sockets_the_test_made(mount):
     try:
         port, client_port = listener.getsockname()[1], client.getsockname()[1]
         found = tcp_rows(mount, "sk_common.skc_num,sk_num,sk_dport,sk_rcv_saddr,sk_state,sk_family,"
-                                "sk_common.skc_reuse,sk_rcvbuf,sk_prot.name")
+                                "sk_common.skc_reuse,sk_reuseport,sk_rcvbuf,sk_prot.name")
         (listening,) = [r for r in found if int(r["sk_num"]) == port and int(r["sk_state"]) == TCP_LISTEN]
         assert int(listening["sk_common.skc_num"]) == port
         assert int(listening["sk_family"]) == socket.AF_INET and listening["sk_prot.name"] == "TCP"
         assert int(listening["sk_rcv_saddr"]) == 0x7F000001  # a __be32 in host order
         assert int(listening["sk_common.skc_reuse"]) == 1  # a 4-bit bitfield: SO_REUSEADDR
+        assert int(listening["sk_reuseport"]) == 1  # the 1-bit one after it: SO_REUSEPORT
         assert int(listening["sk_rcvbuf"]) == listener.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         (connected,) = [r for r in found if int(r["sk_num"]) == client_port]
         assert int(connected["sk_dport"]) == port  # a __be16 in host order
-        assert int(connected["sk_common.skc_reuse"]) == 0
+        assert int(connected["sk_common.skc_reuse"]) == int(connected["sk_reuseport"]) == 0
     finally:
         for s in (client, server, listener):
             s.close()
@@ -170,8 +177,12 @@ def test_members_a_time_wait_socket_lacks_are_dashes(mount):
     client.close()  # the side that closes first waits in TIME_WAIT
     server.close()
     listener.close()
-    proc = [line.split() for line in open("/proc/net/tcp").read().splitlines()[1:]]
-    assert any(int(f[1].split(":")[1], 16) == client_port and int(f[3], 16) == TCP_TIME_WAIT for f in proc)
+
+    def waiting() -> bool:  # the kernel's view: /proc/net/tcp says TIME_WAIT (after FIN_WAIT2)
+        rows = [line.split() for line in open("/proc/net/tcp").read().splitlines()[1:]]
+        return any(int(f[1].split(":")[1], 16) == client_port and int(f[3], 16) == TCP_TIME_WAIT for f in rows)
+
+    assert settled(waiting, True)
     found = tcp_rows(mount, "sk_num,sk_state,sk_rcvbuf")
     (waiting,) = [r for r in found if int(r["sk_num"]) == client_port]
     assert int(waiting["sk_state"]) == TCP_TIME_WAIT and waiting["sk_rcvbuf"] == "-"
@@ -259,6 +270,8 @@ def test_a_fields_directory_has_the_targets_files_and_json_siblings(mount, child
     (",".join(f"f{i}" for i in range(33)), "33 fields, at most 32"),
     ("real_parent." * 5 + "pid", "follows more than 4 pointers"),
     ("pid-1", "is not a C member name"),
+    ("pid,", "an empty field name"),
+    ("mm[99999999999].total_vm", "past any object"),
 ])
 def test_bad_fields_are_enoent_with_a_log_line_that_says_why(mount, spec, why):
     with pytest.raises(FileNotFoundError):
@@ -277,6 +290,7 @@ def test_a_field_path_that_leads_to_no_struct_has_no_listing(mount):
 def test_concurrent_readers_of_different_field_lists_get_their_own_columns(mount):
     specs = ["pid,comm", "comm,tgid,pid", "tgid,se.nr_migrations", "pid,cred.uid,comm,real_parent.tgid"]
     failures = []
+    comm, me = open("/proc/self/comm").read().rstrip("\n"), str(os.getpid())
 
     def reader(spec: str) -> None:
         for _ in range(15):
@@ -284,9 +298,13 @@ def test_concurrent_readers_of_different_field_lists_get_their_own_columns(mount
             names, values = rows(text)
             if names != spec.split(",") or not values or any(len(v) != len(names) for v in values):
                 failures.append((spec, text[:200]))
-            own = [v for v in values if v[names.index("comm")] == "python"] if "comm" in names else values
-            if "pid" in names and not all(v[names.index("pid")].isdigit() for v in own):
-                failures.append((spec, "pid not a number"))
+            # this process's own line says what it should, in this list's columns
+            key = "pid" if "pid" in names else "tgid"
+            mine = [dict(zip(names, v)) for v in values if v[names.index(key)] == str(os.getpid())]
+            if len(mine) != 1 if key == "pid" else not mine:
+                failures.append((spec, mine))
+            elif mine[0].get("comm", comm) != comm or any(m.get("tgid", me) != me for m in mine):
+                failures.append((spec, mine))
 
     threads = [threading.Thread(target=reader, args=(spec,)) for spec in specs for _ in range(2)]
     for t in threads:
@@ -359,7 +377,7 @@ def test_iterfs_cat_reads_fields_without_a_mount(child):
 def test_the_programs_text_is_what_the_daemon_makes_of_its_records(tmp_path, target, spec, params):
     """Text is printed by the program itself, except for lists with an enum, which the daemon
     prints from the records the .json files are made of: both must say the same."""
-    from iterfs import fields
+    from iterfs import fields, records
     from iterfs.api import Session
     from iterfs.params import parse
 
@@ -380,14 +398,14 @@ def test_the_programs_text_is_what_the_daemon_makes_of_its_records(tmp_path, tar
                 finally:
                     session.iterators.release(iterator)
 
-            printed, records = walk(False), walk(True)
+            printed, raw = walk(False), walk(True)
     finally:
         os.close(fd)
         listener.close()
     field_list = fields.resolve(target, spec)
     assert field_list.kernel_prints
-    daemon = fields.Formatter(field_list, as_json=False)
-    made = daemon.feed(records) + daemon.end()
+    daemon = records.Formatter(field_list, as_json=False)
+    made = daemon.feed(raw) + daemon.end()
     assert printed.split(b"\n", 1)[0] == made.split(b"\n", 1)[0] == "\t".join(spec.split(",")).encode()
 
     def lines_of(text: bytes) -> list[bytes]:
@@ -396,3 +414,55 @@ def test_the_programs_text_is_what_the_daemon_makes_of_its_records(tmp_path, tar
     assert len(lines_of(printed)) == len(keys) and lines_of(printed) == lines_of(made)
     if target == "task_file":
         assert rb"t\tb\\s " + b"\xff" + rb"\x01" in printed
+
+
+def test_a_target_whose_context_holds_two_objects_takes_names_by_argument(mount):
+    with pytest.raises(FileNotFoundError):
+        os.stat(mount / "task_file/fields=pid")
+    assert "task_file's context has no argument 'pid'" in mount.log_tail(20)
+
+
+def system_python() -> str:
+    """A python3 that another user may run (the test's own may live under /root)."""
+    found = shutil.which("python3", path="/usr/bin:/bin")
+    if found is None:
+        missing("python3 in /usr/bin")
+    return found
+
+
+def test_values_of_another_user_are_that_users(mount, tmp_path):
+    """uid 0 reads as zeros: a process of nobody's, with a socket, says whose they are."""
+    nobody = 65534
+    server = subprocess.Popen(
+        [system_python(), "-c", "import socket, sys; s = socket.create_server(('127.0.0.1', 0)); "
+                               "print(s.getsockname()[1], flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
+        preexec_fn=lambda: (os.setgid(nobody), os.setuid(nobody)))
+    try:
+        port = int(server.stdout.readline())
+        (task,) = by_name(mount.read(f"task/fields=pid,cred.uid,cred.euid,cred.fsgid/pid={server.pid}"))
+        status = proc_status(server.pid)
+        assert [int(task[k]) for k in ("cred.uid", "cred.euid")] == [int(x) for x in status["Uid"].split()[:2]]
+        assert int(task["cred.fsgid"]) == int(status["Gid"].split()[3]) == nobody
+        (sock,) = [r for r in by_name(mount.read("tcp/fields=sk_num,uid/all")) if int(r["sk_num"]) == port]
+        proc = [f for f in (line.split() for line in open("/proc/net/tcp").read().splitlines()[1:])
+                if int(f[1].split(":")[1], 16) == port]
+        assert int(sock["uid"]) == int(proc[0][7]) == nobody
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_the_recipe_iterfs_packs_is_the_programs_struct(tmp_path):
+    """bpf/fields.bpf.c's struct recipe, as its object's BTF (bpftool) lays it out."""
+    from iterfs import fields
+    from iterfs.catalog import BUNDLED_DIR, FIELDS_OBJECT
+
+    dump = bpftool_json("btf", "dump", "file", str(BUNDLED_DIR / FIELDS_OBJECT))["types"]
+    (recipe,) = [t for t in dump if t["kind"] == "STRUCT" and t["name"] == "recipe"]
+    at, expected = 0, []
+    for name, count in fields.RECIPE_LAYOUT:
+        expected.append((name, at * 32))
+        at += count
+    assert [(m["name"], m["bits_offset"]) for m in recipe["members"]] == expected
+    assert recipe["size"] == at * 4

@@ -1,4 +1,5 @@
-"""The system libbpf (libbpf.so.1), through ctypes: signatures and error checks only.
+"""The system libbpf (libbpf.so.1), through ctypes: signatures and error checks only
+(_binding), and the BTF types libbpf holds, as plain values (_btf_types).
 
 Every function here either returns a plain value or raises ``OSError`` with the
 errno libbpf reported. Nothing above this package touches ctypes.
@@ -11,10 +12,6 @@ from ._binding import (
     BTF_KIND_VOLATILE,
     BPF_TRACE_ITER,
     BYTE_ORDER,
-    BtfType,
-    btf_name,
-    btf_type,
-    btf_type_count,
     object_btf,
     LibbpfError,
     btf_find_func,
@@ -39,6 +36,7 @@ from ._binding import (
     probe_iter_target,
     set_log_handler,
 )
+from ._btf_types import BtfType, btf_name, btf_type, btf_type_count
 
 __all__ = [
     "BTF_KIND_ARRAY",
