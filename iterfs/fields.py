@@ -39,6 +39,7 @@ MAX_FIELDS = 32
 MAX_STEPS = 4  # pointers followed by one field
 MAX_BYTES = 64  # bytes read for one field: longer strings and arrays are cut there
 MAX_SLOTS = 4  # context arguments: meta, then up to three objects or values
+MAX_PACKED = 12  # fields one bpf_seq_printf() prints
 PREFIX = "fields="
 FIELDS_PROGRAM_SOURCE = "bpf/fields.bpf.c"
 LISTING = "FIELDS"
@@ -49,6 +50,7 @@ RECIPE_LAYOUT = (("slot", 1), ("steps", 1), ("offset", MAX_STEPS + 1), ("size", 
 _RECIPE = struct.Struct("=" + "".join(f"{count}I" for _, count in RECIPE_LAYOUT))
 # enum print: how the program prints a field as text, by what the field is
 _PRINT = {"int": 0, "unsigned": 1, "bool": 2, "pointer": 3, "char": 4, "string": 4, "bytes": 5}
+_LINE_FORMATS = {0: "%lld", 1: "%llu", 2: "%llu", 3: "0x%llx", 4: "%s"}  # by print, in a packed line
 _NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[[0-9]+\])*)\Z")
 _BIG_ENDIAN = {"__be16", "__be32", "__be64"}
 _MAX_OFFSET = 1 << 24  # bytes into one object: a struct recipe's offsets are 32-bit
@@ -153,14 +155,23 @@ class FieldList:
         if at["recipes"].size != MAX_FIELDS * _RECIPE.size:
             raise OSError(5, f"{FIELDS_PROGRAM_SOURCE}: struct recipe is not what iterfs/fields.py packs")
         slots = max(slot for slot, _ in self.context.args.values()) + 1
+        text = self.kernel_prints and not as_json
         values = {"nslots": struct.pack("=I", slots), "object_slots": struct.pack("=I", 1 << self.context.end_slot),
-                  "nfields": struct.pack("=I", len(self.fields)), "recipes": recipes,
-                  "text": struct.pack("=I", self.kernel_prints and not as_json)}
+                  "nfields": struct.pack("=I", len(self.fields)), "recipes": recipes, "text": struct.pack("=I", text)}
+        line_format = self._line_format() if text else None
+        if line_format is not None and len(line_format) < at["line_format"].size:
+            values.update(packed=struct.pack("=I", 1), line_format=line_format + b"\0")
         if self.context.guard and any(f.guarded for f in self.fields):
             _size, offset, refused = self.context.guard
             values.update(guard_on=struct.pack("=I", 1), guard_offset=struct.pack("=I", offset),
                           guard_refuse=bytes((list(refused) + [refused[0]])[:2]))
         return tuple((at[name].section, at[name].offset, data) for name, data in sorted(values.items()))
+
+    def _line_format(self) -> bytes | None:
+        """The bpf_seq_printf() format of a whole line, where one call can print it."""
+        if len(self.fields) > MAX_PACKED or any(f.print is None or f.kind == "bytes" for f in self.fields):
+            return None
+        return ("\t".join(_LINE_FORMATS[f.print] for f in self.fields) + "\n").encode()
 
     def formatter(self, as_json: bool) -> records.Formatter | records.Header:
         """What turns one walk's output into lines."""

@@ -59,5 +59,6 @@ def test_shared_headers_add_no_globals(tmp_path):
     # the two programs iterfs sets up at load: a walk of one map, and the fields= program
     assert {name: s for name, s in settable.items() if s} == {
         "bpf_map_elem_walk.bpf.o": {"percpu"},
-        "fields.bpf.o": {"nslots", "object_slots", "nfields", "text", "guard_on", "guard_offset", "guard_refuse"},
+        "fields.bpf.o": {"nslots", "object_slots", "nfields", "text", "packed", "line_format", "guard_on",
+                         "guard_offset", "guard_refuse"},
     }

@@ -321,7 +321,7 @@ def test_constants_match_the_program():
     defines = dict(re.findall(r"^#define (MAX_\w+) (\d+)", source, re.M))
     assert {name: int(value) for name, value in defines.items()} == {
         "MAX_FIELDS": fields.MAX_FIELDS, "MAX_STEPS": fields.MAX_STEPS, "MAX_BYTES": fields.MAX_BYTES,
-        "MAX_SLOTS": fields.MAX_SLOTS}
+        "MAX_SLOTS": fields.MAX_SLOTS, "MAX_PACKED": fields.MAX_PACKED}
 
 
 @pytest.mark.parametrize("target, kind", [("bpf_map_elem", "array"), ("bpf_map_elem", "hash"),
