@@ -258,6 +258,20 @@ def test_a_fields_directory_has_the_targets_files_and_json_siblings(mount, child
     assert [r["pid"] for r in by_name(mount.read(f"task/fields=pid,comm/tid={tid}"))] == [str(tid)]
     # targets whose context holds more than one object take every field by argument
     assert "-> FIELDS.file" in mount.read("task_file/FIELDS")
+    # what a file is, for scripts: as the target's own files say it, with the fields and format
+    path = mount / f"task/fields=pid,comm/pid={child.pid}.json"
+    assert {name: os.getxattr(path, name).decode() for name in os.listxattr(path)} == {
+        "user.iterfs.target": "task", "user.iterfs.fields": "pid,comm", "user.iterfs.format": "json",
+        "user.iterfs.pid": str(child.pid)}
+
+
+def test_a_fields_file_seeks_back_and_reads_the_same_header_and_lines(mount, child):
+    with open(mount / f"task/fields=pid,comm/pid={child.pid}", "rb") as f:
+        first = f.read()
+        f.seek(0)
+        assert f.read(4) == b"pid\t" and f.tell() == 4
+        f.seek(0)
+        assert f.read() == first  # a sleeping child's threads and names hold still
 
 
 @pytest.mark.parametrize("spec, why", [
