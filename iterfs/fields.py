@@ -88,7 +88,7 @@ class FieldError(NotFound):
 class Field:
     name: str  # as the path spells it
     ctype: str  # the C type of the member, as declared
-    where: str  # where it is read: "task_struct+2464", "mm_struct+168 via task_struct+2320"
+    where: str  # where it is read: "task_struct+1264", "task_struct+1136 -> mm_struct+360"
     slot: int
     offsets: tuple[int, ...]  # before each dereference, then before the read
     size: int  # bytes read
@@ -187,7 +187,8 @@ class FieldList:
         for f in self.fields:
             lines.append(f"  {f.name:<{width}}  {f.ctype:<24} {f.size:>2} bytes at {f.where}, printed as {f.kind}")
         lines.append("")
-        return "\n".join(lines) + _FILES_README.format(target=self.target)
+        return "\n".join(lines) + _FILES_README.format(target=self.target, max_fields=MAX_FIELDS,
+                                                         max_steps=MAX_STEPS, max_bytes=MAX_BYTES)
 
 
 _FILES_README = """
@@ -203,8 +204,7 @@ backslash and other control bytes escaped as \\t \\n \\r \\\\ \\xNN; in JSON, by
 that are not UTF-8 are U+FFFD), other byte arrays in hex, pointers in hex.
 At most {max_fields} fields, {max_steps} pointers followed per field, {max_bytes} bytes per string or array.
 What the fields are: ../FIELDS
-""".replace("{max_fields}", str(MAX_FIELDS)).replace("{max_steps}", str(MAX_STEPS)).replace(
-    "{max_bytes}", str(MAX_BYTES))
+"""
 
 
 def _is_pointer(type_id: int) -> bool:
@@ -302,13 +302,9 @@ class _Walk:
         self.where.append(_struct_name(btf, self.type_id) if btf.resolve(self.type_id) else "void")
 
 
+@functools.lru_cache(maxsize=256)
 def resolve(target: str, spec: str) -> FieldList:
     """The fields of spec (``pid,comm,se.sum_exec_runtime``) in target's objects; FieldError if not."""
-    return _resolve(target, spec)
-
-
-@functools.lru_cache(maxsize=256)
-def _resolve(target: str, spec: str) -> FieldList:
     ctx = context(target)
     names = spec.split(",")
     if not spec or any(not n for n in names):
