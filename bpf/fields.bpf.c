@@ -17,7 +17,8 @@
  * is "not readable", not a crash. The recipes are walked with bpf_loop(): the
  * verifier checks the callback once, whatever the field list, where a plain
  * loop over .rodata would be walked recipe by recipe. Every byte is built on
- * the stack of the run: concurrent runs share nothing.
+ * the stack of the run, or in a scratch slot it has claimed (iterfs.bpf.h):
+ * concurrent runs share nothing.
  */
 #include "iterfs.bpf.h"
 

@@ -289,15 +289,19 @@ class _Walk:
         self.where: list[str] = []
         self.guarded = False
 
-    def deref(self, btf: Types, name: str) -> None:
-        """Follow the pointer the walk is at: its pointee is now at offset 0."""
-        pointer = btf.resolve(self.type_id)
-        if self.in_slot:
+    def step(self, name: str) -> None:
+        """The program is to follow the pointer the walk is at: what it points to is at offset 0."""
+        if self.in_slot:  # the pointer is the context argument: no read to follow it
             self.in_slot = False
-        else:
-            if len(self.offsets) > MAX_STEPS:
-                raise FieldError(f"{name}: follows more than {MAX_STEPS} pointers")
-            self.offsets.append(0)
+            return
+        if len(self.offsets) > MAX_STEPS:
+            raise FieldError(f"{name}: follows more than {MAX_STEPS} pointers")
+        self.offsets.append(0)
+
+    def deref(self, btf: Types, name: str) -> None:
+        """Follow the pointer the walk is at, to a member or an element of what it points to."""
+        pointer = btf.resolve(self.type_id)
+        self.step(name)
         self.type_id = pointer.ref
         self.where.append(_struct_name(btf, self.type_id) if btf.resolve(self.type_id) else "void")
 
@@ -461,12 +465,7 @@ def _leaf(btf: Types, walk: _Walk, name: str) -> Field:
             show = records.enum(records.integer(t.kflag, False, walk.shift, walk.bits, False), names)
     elif t.kind == K.BTF_KIND_PTR:
         if _is_char(btf, t.ref, any_char=True):
-            if walk.in_slot:
-                walk.in_slot = False
-            else:
-                if len(walk.offsets) > MAX_STEPS:
-                    raise FieldError(f"{name}: follows more than {MAX_STEPS} pointers")
-                walk.offsets.append(0)
+            walk.step(name)  # the string is read where the char * points
             how, size, kind, show = _READ_STRING, MAX_BYTES, "string", records.string
         else:
             size, kind, code, show = 8, "pointer", "Q", records.pointer

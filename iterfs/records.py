@@ -13,6 +13,7 @@ and the other control bytes escaped, every other byte as it is.
 
 from __future__ import annotations
 
+import errno
 import json
 import struct
 import sys
@@ -109,9 +110,8 @@ class Formatter:
         self._record = struct.Struct("=" + "".join("B" + f.code for f in fields.fields))
         assert self._record.size == fields.record_size
         self._shows = [f.show or _same for f in fields.fields] if as_json else [f.text for f in fields.fields]
-        self._as_json = as_json
+        self._header = None if as_json else Header(fields)
         self._pending = b""
-        self._started = False
 
     def feed(self, chunk: bytes) -> bytes:
         """The lines of the whole records in what has arrived so far."""
@@ -120,14 +120,10 @@ class Formatter:
         self._pending = data[whole:]
         if not whole:
             return b""
-        lines = []
-        if not self._started and not self._as_json:
-            lines.append("\t".join(self._names))
-        self._started = True
-        shows = self._shows
+        lines, shows = [], self._shows
         with memoryview(data) as view:
             records = self._record.iter_unpack(view[:whole])
-            if self._as_json:
+            if self._header is None:
                 names = self._names
                 for r in records:
                     values = [show(v) if ok else None for show, ok, v in zip(shows, r[::2], r[1::2])]
@@ -136,16 +132,15 @@ class Formatter:
                 for r in records:
                     lines.append("\t".join([show(v) if ok else "-" for show, ok, v in zip(shows, r[::2], r[1::2])]))
         lines.append("")
-        return "\n".join(lines).encode("utf-8", errors="surrogateescape")
+        text = "\n".join(lines).encode("utf-8", errors="surrogateescape")
+        return text if self._header is None else self._header.feed(text)
 
     def end(self) -> bytes:
         """The walk is over: the header of a walk without objects; nothing may be left half read."""
         if self._pending:
-            raise OSError(5, f"the walk ended inside a record ({len(self._pending)} of {self._record.size} bytes)")
-        if self._started or self._as_json:
-            return b""
-        self._started = True
-        return ("\t".join(self._names) + "\n").encode()
+            raise OSError(errno.EIO, f"the walk ended inside a record "
+                                     f"({len(self._pending)} of {self._record.size} bytes)")
+        return b"" if self._header is None else self._header.end()
 
 
 def _same(value):
