@@ -18,8 +18,8 @@ from .catalog import BUNDLED_DIR, Catalog
 from .iterator import Iterators
 from .pins import require_bpffs
 from .programs import route_libbpf_log
-from .fields import LISTING, PREFIX, listing
-from .tree import JSON, README
+from .fields import PREFIX, file_params, listing, listing_path
+from .tree import README
 
 
 class Session:
@@ -41,8 +41,9 @@ class Session:
         """The contents of a tree path such as ``task_vma/pid=42``, ``task/README`` or
         ``task/fields=pid,comm/all.json``."""
         target, name = self._split(path)
-        if name == LISTING or name.startswith(LISTING + "."):  # FIELDS, FIELDS.mm
-            yield listing(target, name[len(LISTING) + 1:]).encode()
+        path = listing_path(name)
+        if path is not None:  # FIELDS, FIELDS.mm
+            yield listing(target, path).encode()
             return
         fields = None
         if name.startswith(PREFIX):  # task/fields=pid,comm/all, .../all.json
@@ -51,8 +52,8 @@ class Session:
         if name == README:
             yield self.catalog.recipe(target, fields=fields).readme.encode()
             return
-        as_json = fields is not None and name.endswith(JSON)
-        params = params_mod.parse(target, name[:-len(JSON)] if as_json else name)
+        params_name, as_json = file_params(name) if fields is not None else (name, False)
+        params = params_mod.parse(target, params_name)
         yield from self._stream(target, params, fields, as_json)
 
     def pin(self, path: str, bpffs_path: Path) -> None:

@@ -41,6 +41,7 @@ MAX_BYTES = 64  # bytes read for one field: longer strings and arrays are cut th
 MAX_SLOTS = 4  # context arguments: meta, then up to three objects or values
 MAX_PACKED = 12  # fields one bpf_seq_printf() prints
 PREFIX = "fields="
+JSON = ".json"  # the suffix of a fields= file's JSON Lines sibling
 FIELDS_PROGRAM_SOURCE = "bpf/fields.bpf.c"
 LISTING = "FIELDS"
 _READ_BYTES, _READ_SLOT, _READ_STRING = 0, 1, 2
@@ -513,6 +514,18 @@ def _is_char(btf: Types, type_id: int, any_char: bool = False) -> bool:
     if t is None or t.kind != K.BTF_KIND_INT or t.ref != 1:
         return False
     return "char" in t.name if any_char else t.name == "char"
+
+
+def listing_path(name: str) -> str | None:
+    """The path a FIELDS (""), FIELDS.<path> name lists the members at; None for other names."""
+    if name == LISTING or name.startswith(LISTING + "."):
+        return name[len(LISTING) + 1:]
+    return None
+
+
+def file_params(name: str) -> tuple[str, bool]:
+    """A fields= file's name as its target's parameter file names it, and whether it is the .json one."""
+    return (name[:-len(JSON)], True) if name.endswith(JSON) else (name, False)
 
 
 @functools.lru_cache(maxsize=64)

@@ -41,7 +41,6 @@ CONTROL = ".iterfs"  # the daemon's own files: .iterfs/status
 STATIC_TIMEOUT = 300.0
 PARAM_TIMEOUT = 1.0
 XATTR_PREFIX = "user.iterfs."
-JSON = ".json"  # the suffix of a fields= file's JSON Lines sibling
 
 
 class Kind(enum.Enum):
@@ -195,8 +194,8 @@ class Tree:
         return self._params_node(target, view, params)
 
     def _fields_node(self, target: str, name: str) -> Node:
-        if name.startswith(fields_mod.LISTING):  # FIELDS.<path>: the members at path
-            path = name[len(fields_mod.LISTING) + 1:]
+        path = fields_mod.listing_path(name)
+        if path is not None:  # FIELDS.<path>: the members at path
             fields_mod.listing(target, path)  # FieldError if path leads to no struct
             return self._node_for((target, None, name), Kind.LISTING, name, target=target)
         spec = name[len(fields_mod.PREFIX):]
@@ -208,9 +207,9 @@ class Tree:
         target, spec = parent.target, parent.fields
         if name == README:
             return self._node_for((target, parent.name, README), Kind.README, README, target=target, fields=spec)
-        as_json = name.endswith(JSON)
+        params_name, as_json = fields_mod.file_params(name)
         schema = self._catalog.schema(target)
-        params = schema.parse(name[:-len(JSON)] if as_json else name)
+        params = schema.parse(params_name)
         if check:
             probes.check(schema, params)
         return self._node_for((target, parent.name, name), Kind.ITER, name, target=target, params=params,
@@ -251,7 +250,7 @@ class Tree:
             return names
         if directory.fields is not None:
             files = probes.listing(self._catalog.schema(directory.target))
-            return [README] + [name + suffix for name in files for suffix in ("", JSON)]
+            return [README] + [name + suffix for name in files for suffix in ("", fields_mod.JSON)]
         self._catalog.refresh_views()
         if directory.view is None:
             names += sorted(self._catalog.views(directory.target))
@@ -262,7 +261,7 @@ class Tree:
 
     def listing_text(self, node: Node) -> bytes:
         """A LISTING node's text, from the kernel's BTF. Blocks: the BTF is loaded on first use."""
-        return fields_mod.listing(node.target, node.name[len(fields_mod.LISTING) + 1:]).encode()
+        return fields_mod.listing(node.target, fields_mod.listing_path(node.name)).encode()
 
     def readme(self, node: Node) -> bytes:
         """A README node's text: a target's made once, a view's from the view as last seen,
@@ -328,4 +327,4 @@ def _names_fields(parent: Node, name: str) -> bool:
     """fields=... or FIELDS.<path> in a target's own directory."""
     return parent.kind is Kind.DIR and parent.target is not None and parent.view is None \
         and parent.fields is None and (name.startswith(fields_mod.PREFIX)
-                                       or name.startswith(fields_mod.LISTING + "."))
+                                       or name != fields_mod.LISTING and fields_mod.listing_path(name) is not None)
