@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -239,22 +240,34 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def iter_links_of(pid: int) -> int:
-    """The iterator links that process pid holds fds of, as their fdinfo says."""
-    count = 0
+def iter_link_ids_of(pid: int) -> set[int]:
+    """The ids of the iterator links that process pid holds fds of, as their fdinfo says.
+
+    Counting a process's own links keeps a measurement free of other processes'
+    links, including those of a daemon that has exited but whose links the
+    kernel frees a moment later.
+    """
+    ids = set()
     for fd in os.listdir(f"/proc/{pid}/fdinfo"):
         try:
             with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                count += "link_type:\titer\n" in f.read()
+                info = f.read()
         except FileNotFoundError:
-            pass  # closed meanwhile
-    return count
+            continue  # closed meanwhile
+        if "link_type:\titer\n" in info:
+            ids.add(int(re.search(r"^link_id:\s*(\d+)", info, re.M).group(1)))
+    return ids
 
 
-def iter_links() -> int:
-    """The kernel's count of iterator links, as bpftool lists them."""
+def iter_links_of(pid: int) -> int:
+    """How many iterator links process pid holds fds of."""
+    return len(iter_link_ids_of(pid))
+
+
+def iter_link_ids() -> set[int]:
+    """The ids of every iterator link the kernel has, as bpftool lists them."""
     out = subprocess.run(["bpftool", "-j", "link", "list"], capture_output=True, text=True, check=True).stdout
-    return sum(1 for link in json.loads(out or "[]") if link.get("type") == "iter")
+    return {link["id"] for link in json.loads(out or "[]") if link.get("type") == "iter"}
 
 
 def make_map(bpffs: Path, kind: str = "hash", key: int = 4, value: int = 8, entries: int = 16) -> int:

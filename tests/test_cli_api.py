@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 
 import pytest
 
@@ -59,13 +60,13 @@ def test_read_and_stream(child):
 
 
 def test_session_releases_its_links(child):
-    from helpers import iter_links
+    from helpers import iter_links_of
 
-    links = iter_links()
+    links = iter_links_of(os.getpid())  # the session's links are this process's
     with iterfs.Session() as session:
         stream = session.stream("task", pid=child.pid)
         next(stream)
-        assert iter_links() == links + 1
+        assert iter_links_of(os.getpid()) == links + 1
         stream.close()
-        assert iter_links() == links
+        assert iter_links_of(os.getpid()) == links
         assert session.iterators.open_count == 0

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from helpers import (REFUSING_ITERFS, REJECTED_TASK_VMA, bundled_copy, compile_bpf, iter_links, make_map, refusing_env,
+from helpers import (REFUSING_ITERFS, REJECTED_TASK_VMA, bundled_copy, compile_bpf, iter_link_ids, iter_link_ids_of,
+                     iter_links_of, make_map, refusing_env,
                      rss_kb, settled, start_mount)
 
 pytestmark = pytest.mark.fuse
@@ -16,23 +17,25 @@ pytestmark = pytest.mark.fuse
 def test_opens_hold_one_link_each_and_closes_release_them(mount):
     path = mount / f"task_file/pid={os.getpid()}"
     path.read_bytes()  # program loaded, caches warm
-    links, fds = iter_links(), mount.fd_count()
+    links = settled(daemon_links := lambda: iter_links_of(mount.pid), 0)  # once that open's release has come
+    fds = mount.fd_count()
     held = [open(path, "rb") for _ in range(10)]
     try:
         # the measurement sees what an open holds: a link and an iterator fd
-        assert iter_links() == links + 10
+        assert daemon_links() == links + 10
         assert mount.fd_count() == fds + 20
     finally:
         for f in held:
             f.close()
-    assert settled(iter_links, links) == links
+    assert settled(daemon_links, links) == links
     assert settled(mount.fd_count, fds) == fds
 
 
 def test_two_thousand_cycles_leak_nothing(mount):
     path = mount / f"task_file/pid={os.getpid()}"
     path.read_bytes()
-    links, fds = iter_links(), mount.fd_count()
+    links = settled(daemon_links := lambda: iter_links_of(mount.pid), 0)
+    fds = mount.fd_count()
     for _ in range(2000):
         with open(path, "rb") as f:
             assert f.read()
@@ -41,22 +44,23 @@ def test_two_thousand_cycles_leak_nothing(mount):
             f.read(10)
         open(path, "rb").close()
     assert settled(mount.fd_count, fds) == fds
-    assert settled(iter_links, links) == links
+    assert settled(daemon_links, links) == links
 
 
 def test_unmount_releases_links_and_programs(tmp_path, fuse_host):
-    links = iter_links()
     mnt = start_mount(tmp_path)
     try:
         held = open(mnt / "task/all", "rb")
-        assert iter_links() == links + 1
+        links = iter_link_ids_of(mnt.pid)
+        assert len(links) == 1 and links <= iter_link_ids()
         progs = _program_ids(mnt.pid)
         assert progs and all(_prog_exists(p) for p in progs), "the daemon should hold the loaded program"
     finally:
         mnt.stop()
     held.close()
     assert mnt.wait_exit()
-    assert iter_links() == links
+    # the kernel frees an exited process's links a moment after it is gone
+    assert settled(lambda: links & iter_link_ids(), set()) == set()
     assert not any(_prog_exists(p) for p in progs)
 
 

@@ -12,7 +12,7 @@ import pyfuse3
 import pytest
 import trio
 
-from helpers import iter_links, proc_fds, stopped, task_file_lines
+from helpers import iter_links_of, proc_fds, stopped, task_file_lines
 from iterfs import params as params_mod
 from iterfs.catalog import Catalog
 from iterfs.fs import IterFS
@@ -90,11 +90,11 @@ def test_release_closes_the_link(ops):
         f = await ops.lookup(d.st_ino, b"all", None)
         return (await ops.open(f.st_ino, os.O_RDONLY, None)).fh
 
-    links = iter_links()
+    links = iter_links_of(os.getpid())  # ops serves in this process: its links are ours
     fh = run(open_one)
-    assert iter_links() == links + 1
+    assert iter_links_of(os.getpid()) == links + 1
     run(ops.release, fh)
-    assert iter_links() == links
+    assert iter_links_of(os.getpid()) == links
 
 
 def test_forget_drops_parameter_inodes(ops, child):
