@@ -9,6 +9,8 @@ Load: LOAD_PROCS processes holding FILES_EACH open files each. Figures:
   5. daemon RSS idle, and with HELD iterator files open at once
   6. cat MNT/task/fields=<the bundled task program's columns>/all  vs  cat MNT/task/all, and vs
      a Python walk of /proc/*/task/*/status gathering the same values
+  7. open/read/close by a reader in another network namespace (tcp/all) and in another pid
+     namespace (task_file/pid=<itself>)  vs  the same reader in the daemon's namespaces
 Each time is the median of several runs. Targets are ratios, never absolute times.
 """
 
@@ -45,12 +47,13 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def compare(ours, baseline, runs: int = RUNS) -> tuple[float, float, float]:
+def compare(ours, baseline, runs: int = RUNS, timer=timed) -> tuple[float, float, float]:
     """Median times of ours and baseline, run in turn, and the median of the per-pair ratios.
 
-    Taking the two in turns keeps a noisy machine's drift out of the ratio.
+    Taking the two in turns keeps a noisy machine's drift out of the ratio. timer(fn): the
+    time fn takes (or, for a measure made in another process, what fn says it took).
     """
-    pairs = [(timed(ours), timed(baseline)) for _ in range(runs)]
+    pairs = [(timer(ours), timer(baseline)) for _ in range(runs)]
     return (statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs),
             statistics.median(p[0] / p[1] for p in pairs))
 
@@ -98,6 +101,31 @@ def cycles(path: Path, n: int = CYCLES, fstat: bool = False) -> None:
         while os.read(fd, 131072):
             pass
         os.close(fd)
+
+
+# Run by a reader in a namespace: open/read/close of a path ("SELF" for its own pid, as the
+# namespace numbers it) n times; prints the seconds that took.
+CYCLES_INSIDE = r"""
+import os, sys, time
+path, n = sys.argv[1].replace("SELF", str(os.getpid())), int(sys.argv[2])
+started = time.perf_counter()
+for _ in range(n):
+    fd = os.open(path, os.O_RDONLY)
+    while os.read(fd, 131072):
+        pass
+    os.close(fd)
+print(time.perf_counter() - started)
+"""
+NAMESPACE_CYCLES = CYCLES // 2
+
+
+def cycles_inside(prefix: list[str], path: Path):
+    """What CYCLES_INSIDE measures, run under prefix (unshare -n, ...): a timer's fn for compare()."""
+    def run() -> float:
+        done = subprocess.run([*prefix, sys.executable, "-I", "-c", CYCLES_INSIDE, str(path), str(NAMESPACE_CYCLES)],
+                              capture_output=True, text=True, check=True)
+        return float(done.stdout)
+    return run
 
 
 def read_twice(path: Path, rewind: bool) -> None:
@@ -203,6 +231,18 @@ def main() -> int:
             rows.append(("the same vs a Python walk of /proc/*/task/*/status", ours_fields, walk, 1 / ratio,
                          ">= 5x faster"))
             task_lines = (mnt / "task/all").read_bytes().count(b"\n")  # bytes: a comm need not be UTF-8
+
+            # the reader's namespaces, found per open; another namespace's iterator made inside it
+            by_itself = lambda fn: fn()  # noqa: E731
+            ours_ns, host_ns, ratio = compare(cycles_inside(["unshare", "-n"], mnt / "tcp/all"),
+                                              cycles_inside([], mnt / "tcp/all"), runs=5, timer=by_itself)
+            rows.append(("open/read/close tcp/all: another netns vs the daemon's", ours_ns / NAMESPACE_CYCLES,
+                         host_ns / NAMESPACE_CYCLES, ratio, "report"))
+            ours_ns, host_ns, ratio = compare(
+                cycles_inside(["unshare", "-p", "-f", "--mount-proc"], mnt / "task_file/pid=SELF"),
+                cycles_inside([], mnt / "task_file/pid=SELF"), runs=5, timer=by_itself)
+            rows.append(("open/read/close task_file/pid=self: another pid ns vs the daemon's",
+                         ours_ns / NAMESPACE_CYCLES, host_ns / NAMESPACE_CYCLES, ratio, "report"))
         finally:
             pin.unlink(missing_ok=True)
             if floor:

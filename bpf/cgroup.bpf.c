@@ -12,14 +12,15 @@ char _license[] SEC("license") = "GPL";
 
 /*
  * Paths are relative to the cgroup2 root of the reader's cgroup namespace, as
- * /sys/fs/cgroup shows them there. The reader is current: iterators run in
- * its read().
+ * /sys/fs/cgroup shows them there. The reader is current: the thread that
+ * reads the iterator, which iterfs puts in the reader's cgroup namespace for
+ * the read.
  */
-static __always_inline int ns_root_level(void)
+static __always_inline struct cgroup *ns_root(void)
 {
 	struct task_struct *me = bpf_get_current_task_btf();
 
-	return BPF_CORE_READ(me, nsproxy, cgroup_ns, root_cset, dfl_cgrp, level);
+	return BPF_CORE_READ(me, nsproxy, cgroup_ns, root_cset, dfl_cgrp);
 }
 
 SEC("iter/cgroup")
@@ -27,8 +28,9 @@ int dump_cgroup(struct bpf_iter__cgroup *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct cgroup *cgrp = ctx->cgroup;
-	struct cgroup *anc;
+	struct cgroup *root = ns_root(), *anc;
 	int level, top;
+	__u32 top_idx;
 
 	if (!cgrp)
 		return 0;
@@ -36,15 +38,22 @@ int dump_cgroup(struct bpf_iter__cgroup *ctx)
 		BPF_SEQ_PRINTF(seq, "id level path\n");
 
 	level = cgrp->level;
-	top = ns_root_level();
+	top = BPF_CORE_READ(root, level);
+	/*
+	 * Not under the reader's namespace root (above it on a walk up, or anywhere
+	 * in a pinned walk of the whole tree): not the reader's to see. The bound
+	 * is for the verifier; no cgroup is 64K levels deep.
+	 */
+	top_idx = top;
+	if (level < top || top_idx > 0xffff)
+		return 0;
+	if (bpf_core_read(&anc, sizeof(anc), &cgrp->ancestors[top_idx]) || anc != root)
+		return 0;
 	BPF_SEQ_PRINTF(seq, "%llu %d ", cgrp->kn->id, level);
 	if (level == top) {
 		BPF_SEQ_PRINTF(seq, "/\n");
 		return 0;
 	}
-	/* ancestors_up walks past the namespace root: "/.." per level, as cgroup_path_ns() */
-	for (int i = 0; i < MAX_DEPTH && level + i < top; i++)
-		BPF_SEQ_PRINTF(seq, "/..");
 	/*
 	 * Linux 6.1 (7f203bc89eb6) replaced ancestor_ids[] with ancestors[], the
 	 * release that added this iterator: no fallback needed.

@@ -118,6 +118,45 @@ static __always_inline unsigned int sock_drops(struct sock *sk)
 	return sk->sk_drops.counter;
 }
 
+/*
+ * The pid namespace a task, task_file or task_vma iterator was made in:
+ * bpf_iter_create() takes its creator's, and iterfs makes the iterator of a
+ * reader in another pid namespace there. The seq_file's private data
+ * (kernel/bpf/bpf_iter.c points it at bpf_iter_priv_data.target_private) of
+ * these three targets begins with struct bpf_iter_seq_task_common.
+ */
+static __always_inline struct pid_namespace *iter_pid_ns(struct seq_file *seq)
+{
+	struct bpf_iter_seq_task_common *common = BPF_CORE_READ(seq, private);
+
+	return BPF_CORE_READ(common, ns);
+}
+
+/* pid_nr_ns(): the number ns gives pid, 0 where ns cannot see it (as /proc shows a namespace init's ppid). */
+static __always_inline int pid_nr_in(struct pid *pid, struct pid_namespace *ns)
+{
+	unsigned int level = BPF_CORE_READ(ns, level);
+	struct upid upid;
+
+	/* MAX_PID_NS_LEVEL is 32: a bound for the verifier */
+	if (!pid || level > 32 || BPF_CORE_READ(pid, level) < level)
+		return 0;
+	if (bpf_core_read(&upid, sizeof(upid), &pid->numbers[level]))
+		return 0;
+	return upid.ns == ns ? upid.nr : 0;
+}
+
+/* A thread's id and its process's, as ns numbers them (task_pid_nr_ns(), task_tgid_nr_ns()). */
+static __always_inline int task_pid_in(struct task_struct *t, struct pid_namespace *ns)
+{
+	return pid_nr_in(BPF_CORE_READ(t, thread_pid), ns);
+}
+
+static __always_inline int task_tgid_in(struct task_struct *t, struct pid_namespace *ns)
+{
+	return pid_nr_in(BPF_CORE_READ(t, group_leader, thread_pid), ns);
+}
+
 /* Linux 5.14 (2f064a59a11f) renamed task_struct::state to __state. */
 struct task_struct___pre514 {
 	long state;

@@ -9,6 +9,7 @@ int dump_task(struct bpf_iter__task *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct task_struct *task = ctx->task;
+	struct pid_namespace *ns;
 
 	if (!task)
 		return 0;
@@ -19,8 +20,10 @@ int dump_task(struct bpf_iter__task *ctx)
 	if (ctx->meta->seq_num == 0)
 		BPF_SEQ_PRINTF(seq, "    tgid      pid     ppid      uid S comm\n");
 
-	BPF_SEQ_PRINTF(seq, "%8d %8d %8d %8u %c %s\n", task->tgid, task->pid,
-		       BPF_CORE_READ(task, real_parent, tgid),
+	/* pids as the reader's pid namespace numbers them, as its /proc does */
+	ns = iter_pid_ns(seq);
+	BPF_SEQ_PRINTF(seq, "%8d %8d %8d %8u %c %s\n", task_tgid_in(task, ns), task_pid_in(task, ns),
+		       task_tgid_in(BPF_CORE_READ(task, real_parent), ns),
 		       BPF_CORE_READ(task, cred, uid.val),
 		       task_state_char(task), task->comm);
 	return 0;

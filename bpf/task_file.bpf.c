@@ -10,6 +10,7 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
+	struct pid_namespace *ns;
 
 	if (!task || !file)
 		return 0;
@@ -20,7 +21,9 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	if (ctx->meta->seq_num == 0)
 		BPF_SEQ_PRINTF(seq, "    tgid      pid       fd             f_op path\n");
 
-	BPF_SEQ_PRINTF(seq, "%8d %8d %8u %16lx ", task->tgid, task->pid, ctx->fd,
+	/* pids as the reader's pid namespace numbers them, as its /proc does */
+	ns = iter_pid_ns(seq);
+	BPF_SEQ_PRINTF(seq, "%8d %8d %8u %16lx ", task_tgid_in(task, ns), task_pid_in(task, ns), ctx->fd,
 		       (long)file->f_op);
 	if (seq_write_path(seq, &file->f_path))
 		return 1;

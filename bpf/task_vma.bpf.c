@@ -68,10 +68,13 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 	__u64 pgoff = 0, ino = 0;
 	__u32 dev = 0;
 	char prefix[128];
+	int tgid;
 
 	if (!task || !vma)
 		return 0;
 
+	/* as the reader's pid namespace numbers it, as its /proc does */
+	tgid = task_tgid_in(task, iter_pid_ns(seq));
 	flags = vma->vm_flags;
 	file = vma->vm_file;
 	if (file) {
@@ -90,10 +93,10 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 		name = anon_name(vma);
 		if (name) {
 			BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s [anon_shmem:%s]\n",
-				       task->tgid, prefix, name);
+				       tgid, prefix, name);
 			return 0;
 		}
-		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s ", task->tgid, prefix);
+		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s ", tgid, prefix);
 		if (seq_write_path(seq, &file->f_path))
 			return 1;
 		BPF_SEQ_PRINTF(seq, "\n");
@@ -101,14 +104,14 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 	}
 	name = special_name(vma);
 	if (name) {
-		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s %s\n", task->tgid, prefix, name);
+		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s %s\n", tgid, prefix, name);
 		return 0;
 	}
 	name = anon_name(vma);
 	if (name) {
-		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s [anon:%s]\n", task->tgid, prefix, name);
+		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s [anon:%s]\n", tgid, prefix, name);
 		return 0;
 	}
-	BPF_SEQ_PRINTF(seq, "%d %s\n", task->tgid, prefix);
+	BPF_SEQ_PRINTF(seq, "%d %s\n", tgid, prefix);
 	return 0;
 }

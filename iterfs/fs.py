@@ -30,6 +30,7 @@ from . import callers
 from .errors import NotFound
 from .fields import FieldError
 from .iterator import Iterators, Stream
+from .namespaces import NAMESPACE_OF, Reader
 from .programs import LoadFailed, WouldBlock
 from .tree import Kind, Node, Tree
 
@@ -120,16 +121,22 @@ class IterFS(pyfuse3.Operations):
         self._listings: dict[int, tuple[Node, list[str | Node]]] = {}
         self._fh = itertools.count(1)
         self._mounted_ns = time.time_ns()
+        # pid and cgroup namespaces a reader outside the daemon's has been served in: from then
+        # on, which parameter files exist depends on who asks, and the kernel caches none
+        self._per_reader: set[str] = set()
 
     # names
 
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent, name = self._tree.node(parent_inode), os.fsdecode(name)
-        if self._tree.blocks(parent, name):
-            node = await trio.to_thread.run_sync(self._tree.lookup, parent, name)
-        else:
-            node = self._tree.lookup(parent, name)
+        with self._reader(ctx, parent.target, names=True) as reader:
+            if reader.foreign:  # its pids or cgroups: the namespace's, looked at in a worker thread
+                node = await trio.to_thread.run_sync(self._lookup_as, parent, name, reader)
+            elif self._tree.blocks(parent, name):
+                node = await trio.to_thread.run_sync(self._tree.lookup, parent, name)
+            else:
+                node = self._tree.lookup(parent, name)
         try:
             attributes = self._attributes(node)
         except Exception:
@@ -137,6 +144,30 @@ class IterFS(pyfuse3.Operations):
             raise
         self._tree.remember(node)  # counted only once the reply is sure
         return attributes
+
+    def _lookup_as(self, parent: Node, name: str, reader: Reader) -> Node:
+        return self._tree.lookup(parent, name, self._iterators.namespaces.scope(reader))
+
+    def _reader(self, ctx: pyfuse3.RequestContext | None, target: str | None, names: bool = False) -> Reader:
+        """Who asks, with the namespace that decides target's objects if it is not the daemon's.
+        names: for a lookup or a listing, which a network namespace does not change (it
+        changes what a walk shows, not which files exist)."""
+        if names and NAMESPACE_OF.get(target) == "net":
+            target = None
+        reader = self._iterators.namespaces.reader(ctx.pid if ctx else 0, target)
+        if reader.kind in ("pid", "cgroup") and reader.kind not in self._per_reader:
+            self._serve_per_reader(reader.kind)
+        return reader
+
+    def _serve_per_reader(self, kind: str) -> None:
+        """Entries of parameter files the kernel cached for earlier readers may not exist for this
+        one: drop them, and give the kernel no more to cache."""
+        self._per_reader.add(kind)
+        targets = {target for target, of in NAMESPACE_OF.items() if of == kind}
+        for parent_inode, name in self._tree.parameter_files(targets):
+            pyfuse3.invalidate_entry_async(parent_inode, os.fsencode(name), ignore_enoent=True)
+        log.info("serving a reader in another %s namespace: %s parameter files are looked up per reader",
+                 kind, ", ".join(sorted(targets)))
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -172,12 +203,18 @@ class IterFS(pyfuse3.Operations):
         # one snapshot per opendir, so entries are neither repeated nor skipped across calls
         if directory.kind is Kind.MIRROR:
             listing = await trio.to_thread.run_sync(self._mirror_listing, directory)
+        elif (reader := self._reader(ctx, directory.target, names=True)).foreign:
+            with reader:
+                listing = await trio.to_thread.run_sync(self._listing_as, directory, reader)
         elif self._tree.blocks(directory):
             listing = await trio.to_thread.run_sync(self._tree.listing, directory)
         else:
             listing = self._tree.listing(directory)
         self._listings[fh] = (directory, listing)
         return fh
+
+    def _listing_as(self, directory: Node, reader: Reader) -> list[str]:
+        return self._tree.listing(directory, self._iterators.namespaces.scope(reader))
 
     def _mirror_listing(self, directory: Node) -> list[str | Node]:
         """A mirror directory's entries as nodes, made here in a worker thread (they look at bpffs)."""
@@ -233,15 +270,16 @@ class IterFS(pyfuse3.Operations):
         if node.kind is Kind.LISTING:  # size 0 and direct I/O, as its size is known only once made
             self._handles[fh] = _Text(await trio.to_thread.run_sync(self._tree.listing_text, node))
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
-        if node.kind is Kind.PIN:
-            iterator = await trio.to_thread.run_sync(self._iterators.open_pin, node.path, node.target)
-        else:
-            open_ = functools.partial(self._iterators.open, node.target, node.params, node.view,
-                                      fields=node.fields, as_json=node.as_json)
-            try:  # in place when the program is loaded: a link and an iterator fd are quick
-                iterator = open_(block=False)
-            except WouldBlock:
-                iterator = await trio.to_thread.run_sync(open_)
+        with self._reader(ctx, node.target) as reader:
+            if node.kind is Kind.PIN:
+                iterator = await trio.to_thread.run_sync(self._iterators.open_pin, node.path, node.target, reader)
+            else:
+                open_ = functools.partial(self._iterators.open, node.target, node.params, node.view,
+                                          fields=node.fields, as_json=node.as_json, reader=reader)
+                try:  # in place when the program is loaded: a link and an iterator fd are quick
+                    iterator = open_(block=False)
+                except WouldBlock:
+                    iterator = await trio.to_thread.run_sync(open_)
         self._handles[fh] = _Open(Stream(iterator), inode)
         self._streams_of[inode] += 1
         if self._streams_of[inode] == 1:  # later opens find attr_timeout 0 in every reply
@@ -347,6 +385,8 @@ class IterFS(pyfuse3.Operations):
         attr.st_blksize = 4096
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self._mounted_ns
         attr.entry_timeout = attr.attr_timeout = made.timeout
+        if node.kind is Kind.ITER and not node.permanent and NAMESPACE_OF.get(node.target) in self._per_reader:
+            attr.entry_timeout = 0  # whether it exists depends on who asks
         if self._streams_of[node.inode]:
             attr.attr_timeout = 0  # while open, lseek(SEEK_END) must reach getattr()
         return attr

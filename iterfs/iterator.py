@@ -1,7 +1,8 @@
 """Iterator lifecycle: per open a link, an iterator fd and its reads.
 
     Iterators.open(target, params)    the recipe (catalog), its program (programs, loaded once)
-      -> Iterator                     bpf_link_create(link_info) + bpf_iter_create()
+      -> Iterator                     bpf_link_create(link_info) + bpf_iter_create(), in the
+                                      reader's namespace where the target has one (namespaces)
     Iterator.read()                   read(2) on the iterator fd: the kernel runs the program
     Iterator.start_over()             a new iterator fd from the same link: a new walk
     Stream.read_at(offset, size)      what a FUSE read asks for, at any offset, as seq_file serves it
@@ -25,9 +26,10 @@ from . import _libbpf, pins, probes
 from .catalog import Catalog
 from .discovery import refusal
 from .errors import NotFound
-from .records import Formatter, Header
+from .namespaces import DAEMON, HERE, Namespaces, Place, Reader
 from .params import Params
 from .programs import Programs, WouldBlock
+from .records import Formatter, Header
 
 log = logging.getLogger(__name__)
 
@@ -50,32 +52,40 @@ class Iterator:
     start_over() walks the same program with the same parameters and objects."""
 
     def __init__(self, target: str, link_fd: int, through: str | None = None,
-                 formatter: Callable[[], Formatter | Header] | None = None):
-        """Takes link_fd: closed here if no iterator can be made of it, and in close().
-        formatter: makes what turns each walk's records into lines (a fields= file)."""
+                 formatter: Callable[[], Formatter | Header] | None = None, place: Place = HERE):
+        """Takes link_fd and place: closed here if no iterator can be made of them, and in close().
+        formatter: makes what turns each walk's records into lines (a fields= file);
+        place: where iterator fds are made and read (the reader's namespace)."""
         self.target = target
         self.through = through  # the target whose program makes this one's lines in one go
         self.produced = 0
         self.started_over = 0  # walks after the first, for .iterfs/status
         self.link_fd = link_fd
+        self._place = place
         try:
-            self.iter_fd = _libbpf.iter_create(link_fd)
+            self.iter_fd = place.iter_create(link_fd)
         except OSError:
             os.close(link_fd)
+            place.close()
             raise
         self._formatter = formatter
         self._records = formatter() if formatter else None
 
     @classmethod
     def attach(cls, target: str, prog_fd: int, link_info: bytes | None, through: str | None = None,
-               formatter: Callable[[], Formatter | Header] | None = None) -> Iterator:
+               formatter: Callable[[], Formatter | Header] | None = None, place: Place = HERE) -> Iterator:
         """A walk of a new link of prog_fd with link_info."""
-        return cls(target, _libbpf.link_create(prog_fd, link_info), through, formatter)
+        try:
+            link_fd = _libbpf.link_create(prog_fd, link_info)
+        except OSError:
+            place.close()
+            raise
+        return cls(target, link_fd, through, formatter, place)
 
     def start_over(self) -> None:
         """A new walk from the same link: a fresh iterator fd, so a fresh snapshot of the
         kernel's state, as a seq_file walks again from its start after a seek back."""
-        fd = _libbpf.iter_create(self.link_fd)
+        fd = self._place.iter_create(self.link_fd)
         os.close(self.iter_fd)
         self.iter_fd = fd
         self.produced = 0
@@ -95,7 +105,8 @@ class Iterator:
     def _read(self) -> bytes:
         for _ in range(MAX_EAGAIN):
             try:
-                chunk = os.read(self.iter_fd, KERNEL_READ)
+                with self._place.reading():
+                    chunk = os.read(self.iter_fd, KERNEL_READ)
             except BlockingIOError:
                 continue
             except OSError as e:
@@ -125,6 +136,7 @@ class Iterator:
                 os.close(iter_fd)
             finally:
                 os.close(link_fd)
+                self._place.close()
 
     def __enter__(self) -> Iterator:
         return self
@@ -267,15 +279,18 @@ class Iterators:
     def __init__(self, catalog: Catalog):
         self._catalog = catalog
         self._programs = Programs()
+        self.namespaces = Namespaces()
         self._lock = threading.Lock()
         self._open: set[Iterator] = set()
         self._started_over = 0  # by iterators released
 
     @contextlib.contextmanager
     def _link_parts(self, target: str, params: Params, view: str | None, block: bool, fields: str | None = None,
-                    as_json: bool = False):
-        """(prog_fd, link_info, recipe) for a link of target, view (or fields) and params, valid inside
-        the block."""
+                    as_json: bool = False, reader: Reader = DAEMON):
+        """(prog_fd, link_info, recipe) for a link of target, view (or fields) and params as reader
+        names them, valid inside the block."""
+        if reader.foreign and not block:
+            raise WouldBlock(f"{target}: a reader in another {reader.kind} namespace")
         if view is not None:
             # a view's object may have been replaced or removed: look at the directories first
             if not block:
@@ -286,42 +301,47 @@ class Iterators:
         recipe = self._catalog.recipe(target, view, params, fields, as_json)
         if not block and probes.costly(recipe.schema):
             raise WouldBlock(f"{target}: checking {params.name} walks the cgroup tree")
-        probes.check(recipe.schema, params)
+        scope = self.namespaces.scope(reader)
+        probes.check(recipe.schema, params, scope)
         prog_fd = self._programs.prog_fd(recipe, block)
         try:
             if recipe.through:  # the program walks what params name itself: its link takes none
                 yield prog_fd, None, recipe
                 return
-            with probes.link_info(recipe.schema, params) as link_info:
+            with probes.link_info(recipe.schema, params, scope) as link_info:
                 yield prog_fd, link_info, recipe
         finally:
             self._programs.release(recipe)
 
     def open(self, target: str, params: Params, view: str | None = None, block: bool = True,
-             fields: str | None = None, as_json: bool = False) -> Iterator:
+             fields: str | None = None, as_json: bool = False, reader: Reader = DAEMON) -> Iterator:
         """A new walk of target (of a view of it, or of the fields a fields= directory names,
-        as text or JSON lines). Loads the program on first use, which blocks;
-        block=False raises WouldBlock instead, for callers that must not block."""
-        with self._link_parts(target, params, view, block, fields, as_json) as (prog_fd, link_info, recipe):
+        as text or JSON lines), as reader's namespaces show it. Loads the program on first
+        use, and serves a reader in another namespace, which block; block=False raises
+        WouldBlock instead, for callers that must not block."""
+        with self._link_parts(target, params, view, block, fields, as_json, reader) as (prog_fd, link_info, recipe):
             formatter = functools.partial(recipe.fields.formatter, as_json) if recipe.fields else None
-            iterator = Iterator.attach(target, prog_fd, link_info, recipe.through, formatter)
+            place = self.namespaces.place(target, reader)
+            iterator = Iterator.attach(target, prog_fd, link_info, recipe.through, formatter, place)
         with self._lock:
             self._open.add(iterator)
         return iterator
 
-    def open_pin(self, path: str, target: str) -> Iterator:
-        """A new walk of the iterator link pinned at path (still an iterator link?). Blocks.
-        The open holds that link: a walk started over is of it, even if the pin is replaced."""
+    def open_pin(self, path: str, target: str, reader: Reader = DAEMON) -> Iterator:
+        """A new walk of the iterator link pinned at path (still an iterator link?), as reader's
+        namespaces show it, as open(2) of the pin would. Blocks. The open holds that link:
+        a walk started over is of it, even if the pin is replaced."""
         link_fd = pins.open_link(path)
         if link_fd is None:
             raise NotFound(f"{path}: no longer pinned")
         try:
             if pins.describe(link_fd, path) is None:
                 raise NotFound(f"{path}: no longer an iterator pin")
+            place = self.namespaces.place(target, reader)
         except BaseException:
             os.close(link_fd)
             raise
-        iterator = Iterator(target, link_fd)
+        iterator = Iterator(target, link_fd, place=place)
         with self._lock:
             self._open.add(iterator)
         return iterator
@@ -359,6 +379,7 @@ class Iterators:
             "open_iterators": self.open_count,
             # reads before what an open kept (seeks back): each a walk from the start
             "walks_started_over": self.walks_started_over,
+            **self.namespaces.status(),
         }
 
     @property
@@ -372,3 +393,4 @@ class Iterators:
         for iterator in still_open:
             iterator.close()
         self._programs.close()
+        self.namespaces.close()

@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from . import _libbpf
 from .mounts import mount_points
 from .params import ALL, CgroupSchema, MapSchema, ParamError, Params, Schema, TaskSchema
+
+
+class Scope(NamedTuple):
+    """What a reader can name: the pids of a /proc, the cgroups under a cgroup2 path."""
+
+    proc: str = "/proc"  # the /proc of the reader's pid namespace
+    cgroups: str = "/"  # the reader's cgroup namespace root, under the cgroup2 mount
+
+
+DAEMONS = Scope()
 
 
 def costly(schema: Schema) -> bool:
@@ -24,21 +34,21 @@ def costly(schema: Schema) -> bool:
     return isinstance(schema.base, CgroupSchema)
 
 
-def check(schema: Schema, params: Params) -> None:
-    """Raise ParamError unless the objects params name exist right now."""
+def check(schema: Schema, params: Params, scope: Scope = DAEMONS) -> None:
+    """Raise ParamError unless the objects params name exist right now, where scope sees."""
     values = schema.target_values(params)
     base = schema.base
     if isinstance(base, TaskSchema):
         # the kernel accepts any number and then walks nothing; say ENOENT instead
         for key, number in values.items():
-            tgid = tgid_of(number)
+            tgid = tgid_of(number, scope.proc)
             if tgid is None:
                 raise ParamError(f"no {'process' if key == 'pid' else 'thread'} {number}")
             if key == "pid" and tgid != number:
                 raise ParamError(f"{number} is a thread of process {tgid}, not a process: use tid={number}")
     elif isinstance(base, CgroupSchema):
-        if "id" in values and values["id"] not in cgroup_ids():
-            raise ParamError(f"no cgroup with id {values['id']} under {cgroup2_root()}")
+        if "id" in values and values["id"] not in cgroup_ids(scope.cgroups):
+            raise ParamError(f"no cgroup with id {values['id']} under {_cgroup_dir(scope.cgroups)}")
     elif isinstance(base, MapSchema):
         map_type = map_type_of(values["map_id"])
         if map_type is None:
@@ -48,25 +58,28 @@ def check(schema: Schema, params: Params) -> None:
             raise ParamError(why)
 
 
-def listing(schema: Schema) -> Iterator[str]:
+def listing(schema: Schema, scope: Scope = DAEMONS) -> Iterator[str]:
     """The parameter file names ls shows: ``all`` where the target walks without any, then
-    one per object that exists now."""
+    one per object that exists now, where scope sees."""
     if schema.walks_all:
         yield ALL
     base = schema.base
     if isinstance(base, TaskSchema):
-        yield from (f"pid={pid}" for pid in live_pids())
+        yield from (f"pid={pid}" for pid in live_pids(scope.proc))
     elif isinstance(base, CgroupSchema):
-        yield from (f"id={cgroup_id}" for cgroup_id in sorted(cgroup_ids()))
+        yield from (f"id={cgroup_id}" for cgroup_id in sorted(cgroup_ids(scope.cgroups)))
     elif isinstance(base, MapSchema):
         yield from (f"map_id={map_id}" for map_id in _libbpf.map_ids()
                     if map_type_of(map_id) in base.map_types)
 
 
 @contextlib.contextmanager
-def link_info(schema: Schema, params: Params) -> Iterator[bytes | None]:
-    """The link_info bytes (or None) for params, valid inside the block."""
+def link_info(schema: Schema, params: Params, scope: Scope = DAEMONS) -> Iterator[bytes | None]:
+    """The link_info bytes (or None) for params, valid inside the block. A cgroup walk
+    without an id starts at the root of what scope sees."""
     values = schema.target_values(params)
+    if isinstance(schema.base, CgroupSchema) and "id" not in values and scope.cgroups != "/":
+        values = {**values, "id": os.stat(_cgroup_dir(scope.cgroups)).st_ino}
     if not isinstance(schema.base, MapSchema):
         yield schema.pack(values)
         return
@@ -77,16 +90,16 @@ def link_info(schema: Schema, params: Params) -> Iterator[bytes | None]:
         os.close(fd)
 
 
-def live_pids() -> list[int]:
-    return sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
+def live_pids(proc: str = "/proc") -> list[int]:
+    return sorted(int(entry) for entry in os.listdir(proc) if entry.isdigit())
 
 
-def tgid_of(tid: int) -> int | None:
+def tgid_of(tid: int, proc: str = "/proc") -> int | None:
     """The process thread tid belongs to, or None if there is no such thread."""
     # /proc/<tid> resolves every thread, not only the group leaders it lists.
     # os.open/os.read: this runs on every open, and io.open adds three syscalls.
     try:
-        fd = os.open(f"/proc/{tid}/status", os.O_RDONLY)
+        fd = os.open(f"{proc}/{tid}/status", os.O_RDONLY)
     except (FileNotFoundError, ProcessLookupError):
         return None
     try:
@@ -107,10 +120,14 @@ def cgroup2_root() -> str:
     return points[0]
 
 
-def cgroup_ids() -> set[int]:
-    """The ids of every cgroup: a cgroup2 directory's inode number is its cgroup id."""
+def _cgroup_dir(cgroups: str) -> str:
+    return os.path.join(cgroup2_root(), cgroups.lstrip("/")).rstrip("/") or "/"
+
+
+def cgroup_ids(cgroups: str = "/") -> set[int]:
+    """The ids of every cgroup under cgroups: a cgroup2 directory's inode number is its cgroup id."""
     ids = set()
-    pending = [cgroup2_root()]
+    pending = [_cgroup_dir(cgroups)]
     while pending:
         path = pending.pop()
         try:

@@ -64,6 +64,7 @@ class Node:
     path: str | None = None  # MIRROR and PIN: the absolute path mirrored
     fields: str | None = None  # the fields a fields= directory (and its files) name, less "fields="
     as_json: bool = False  # a fields= file's .json sibling
+    parent: int = 0  # a parameter file's directory's inode
     lookups: int = 0
     key: tuple | None = None  # what a dynamic node stands for; None: lives as long as the mount
     children: dict[str, Node] = field(default_factory=dict)  # of permanent directories
@@ -152,22 +153,24 @@ class Tree:
             and parent.fields is None and "=" not in name and name not in parent.children \
             and not _names_fields(parent, name)
 
-    def lookup(self, parent: Node, name: str) -> Node:
-        """The node called name in parent; NotFound (a ParamError for parameters) saying why not.
-        Blocks when blocks(parent, name) says so.
+    def lookup(self, parent: Node, name: str, scope: probes.Scope = probes.DAEMONS) -> Node:
+        """The node called name in parent, for a reader who sees scope (its pids and cgroups);
+        NotFound (a ParamError for parameters) saying why not. Blocks when blocks(parent, name)
+        says so.
 
         Everything is checked before a node is made: a name that does not
         exist leaves nothing behind.
         """
         if self._names_a_view(parent, name):
             self._catalog.refresh_views()
-        return self._resolve(parent, name, check=True)
+        return self._resolve(parent, name, scope)
 
     def entry(self, directory: Node, name: str) -> Node:
         """The node for a name listing() gave (no existence check: it was just listed)."""
-        return self._resolve(directory, name, check=False)
+        return self._resolve(directory, name, None)
 
-    def _resolve(self, parent: Node, name: str, check: bool) -> Node:
+    def _resolve(self, parent: Node, name: str, scope: probes.Scope | None) -> Node:
+        """scope: where the objects a name names must exist; None: no check."""
         if parent.kind is Kind.MIRROR:
             return self._mirror_node(os.path.join(parent.path, name))
         if parent.kind is not Kind.DIR:
@@ -180,7 +183,7 @@ class Tree:
             raise NotFound(f"no {name!r} in {parent.name}")
         target, view = parent.target, parent.view
         if parent.fields is not None:
-            return self._in_fields(parent, name, check)
+            return self._in_fields(parent, name, scope)
         if _names_fields(parent, name):
             return self._fields_node(target, name)
         if view is None and name in self._catalog.views(target):
@@ -189,9 +192,9 @@ class Tree:
         if view is not None and name == README:
             return self._readme_node(target, view)
         params = schema.parse(name)
-        if check:
-            probes.check(schema, params)
-        return self._params_node(target, view, params)
+        if scope is not None:
+            probes.check(schema, params, scope)
+        return self._params_node(parent, params)
 
     def _fields_node(self, target: str, name: str) -> Node:
         path = fields_mod.listing_path(name)
@@ -202,7 +205,7 @@ class Tree:
         self._catalog.field_list(target, spec)  # FieldError, saying which field and why
         return self._node_for((target, name), Kind.DIR, name, target=target, fields=spec)
 
-    def _in_fields(self, parent: Node, name: str, check: bool) -> Node:
+    def _in_fields(self, parent: Node, name: str, scope: probes.Scope | None) -> Node:
         """README, or a parameter file of the target (and its .json sibling) in a fields= directory."""
         target, spec = parent.target, parent.fields
         if name == README:
@@ -210,14 +213,14 @@ class Tree:
         params_name, as_json = fields_mod.file_params(name)
         schema = self._catalog.schema(target)
         params = schema.parse(params_name)
-        if check:
-            probes.check(schema, params)
+        if scope is not None:
+            probes.check(schema, params, scope)
         return self._node_for((target, parent.name, name), Kind.ITER, name, target=target, params=params,
-                              fields=spec, as_json=as_json)
+                              fields=spec, as_json=as_json, parent=parent.inode)
 
-    def _params_node(self, target: str, view: str | None, params: params_mod.Params) -> Node:
-        return self._node_for((target, view, params.name), Kind.ITER, params.name, target=target, view=view,
-                              params=params)
+    def _params_node(self, parent: Node, params: params_mod.Params) -> Node:
+        return self._node_for((parent.target, parent.view, params.name), Kind.ITER, params.name,
+                              target=parent.target, view=parent.view, params=params, parent=parent.inode)
 
     def _readme_node(self, target: str, view: str) -> Node:
         return self._node_for((target, view, README), Kind.README, README, target=target, view=view)
@@ -240,16 +243,16 @@ class Tree:
             raise NotFound(f"{node.path}: no longer an iterator pin")
         return found
 
-    def listing(self, directory: Node) -> list[str]:
-        """What ls shows: static entries, views, then the parameter files that exist now.
-        Blocks when blocks(directory) says so."""
+    def listing(self, directory: Node, scope: probes.Scope = probes.DAEMONS) -> list[str]:
+        """What ls shows: static entries, views, then the parameter files that exist now where
+        scope sees. Blocks when blocks(directory) says so."""
         if directory.kind is Kind.MIRROR:
             return self._mirror.entries(directory.path)
         names = list(directory.children)
         if directory.target is None:  # the root, .iterfs
             return names
         if directory.fields is not None:
-            files = probes.listing(self._catalog.schema(directory.target))
+            files = probes.listing(self._catalog.schema(directory.target), scope)
             return [README] + [name + suffix for name in files for suffix in ("", fields_mod.JSON)]
         self._catalog.refresh_views()
         if directory.view is None:
@@ -257,7 +260,7 @@ class Tree:
         else:
             names.append(README)
         schema = self._catalog.schema(directory.target, directory.view)
-        return names + [n for n in probes.listing(schema) if n not in directory.children]
+        return names + [n for n in probes.listing(schema, scope) if n not in directory.children]
 
     def listing_text(self, node: Node) -> bytes:
         """A LISTING node's text, from the kernel's BTF. Blocks: the BTF is loaded on first use."""
@@ -293,6 +296,12 @@ class Tree:
         else:
             return {}
         return {XATTR_PREFIX + key: value for key, value in values.items()}
+
+    def parameter_files(self, targets: set[str]) -> list[tuple[int, str]]:
+        """(directory inode, name) of each parameter file of targets the kernel holds."""
+        with self._lock:
+            return [(node.parent, node.name) for node in self._dynamic.values()
+                    if node.kind is Kind.ITER and node.target in targets and node.lookups]
 
     def remember(self, node: Node) -> None:
         with self._lock:
