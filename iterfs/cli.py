@@ -228,6 +228,11 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{name}: {why}")
     for name, via in sorted(state.get("served_through", {}).items()):
         print(f"{name}: served through {via}, since this kernel refuses its own programs")
+    other = state.get("opens_in_other_namespaces", {})
+    print("opens in other namespaces: " + ", ".join(f"{kind} {count}" for kind, count in other.items()))
+    for helper in state.get("pid_namespace_helpers", []):
+        print(f"  pid namespace pid:[{helper['pid_namespace']}]: helper pid {helper['helper_pid']}, "
+              f"idle {helper['idle_seconds']} s")
     print(f"loaded programs: {len(state['loaded_programs'])}")
     for program in state["loaded_programs"]:
         print(f"  {program['object']}" + (f" (attached to {program['target']})" if program["target"] else ""))

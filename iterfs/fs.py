@@ -13,6 +13,7 @@ with its traceback as EIO.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import itertools
@@ -26,12 +27,12 @@ from typing import Sequence
 import pyfuse3
 import trio
 
-from . import callers
-from .errors import NotFound
+from . import callers, probes
+from .errors import NotFound, WouldBlock
 from .fields import FieldError
 from .iterator import Iterators, Stream
 from .namespaces import NAMESPACE_OF, Reader
-from .programs import LoadFailed, WouldBlock
+from .programs import LoadFailed
 from .tree import Kind, Node, Tree
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ log = logging.getLogger(__name__)
 # syscall cannot be read: looks at it, and the wait between two (trio rounds it to 1 ms).
 SYSCALL_LOOKS = 5
 SYSCALL_WAIT = 0.0005
+# After a reader in another pid or cgroup namespace, how long parameter files of the targets
+# it decides are looked up per reader (one LOOKUP per open) before the kernel may cache them again.
+PER_READER_LINGER = 60.0
+# worker threads that readers in other namespaces than the daemon's share
+OTHER_NAMESPACE_THREADS = 8
 
 
 class Stats:
@@ -121,22 +127,23 @@ class IterFS(pyfuse3.Operations):
         self._listings: dict[int, tuple[Node, list[str | Node]]] = {}
         self._fh = itertools.count(1)
         self._mounted_ns = time.time_ns()
-        # pid and cgroup namespaces a reader outside the daemon's has been served in: from then
-        # on, which parameter files exist depends on who asks, and the kernel caches none
-        self._per_reader: set[str] = set()
+        # when a reader outside the daemon's pid or cgroup namespace was last served: meanwhile,
+        # which parameter files exist depends on who asks, and the kernel caches none
+        self._per_reader: dict[str, float] = {}
+        self._other_limiter: trio.CapacityLimiter | None = None
 
     # names
 
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent, name = self._tree.node(parent_inode), os.fsdecode(name)
-        with self._reader(ctx, parent.target, names=True) as reader:
-            if reader.foreign:  # its pids or cgroups: the namespace's, looked at in a worker thread
-                node = await trio.to_thread.run_sync(self._lookup_as, parent, name, reader)
-            elif self._tree.blocks(parent, name):
-                node = await trio.to_thread.run_sync(self._tree.lookup, parent, name)
-            else:
-                node = self._tree.lookup(parent, name)
+        with self._scope_for(ctx, parent.target) as (scope, limiter):
+            try:  # in place, where the name needs no more than a file or two looked at
+                if self._tree.blocks(parent, name):
+                    raise WouldBlock(f"looking up {name}")
+                node = self._tree.lookup(parent, name, functools.partial(scope, block=False))
+            except WouldBlock:
+                node = await trio.to_thread.run_sync(self._tree.lookup, parent, name, scope, limiter=limiter)
         try:
             attributes = self._attributes(node)
         except Exception:
@@ -145,8 +152,33 @@ class IterFS(pyfuse3.Operations):
         self._tree.remember(node)  # counted only once the reply is sure
         return attributes
 
-    def _lookup_as(self, parent: Node, name: str, reader: Reader) -> Node:
-        return self._tree.lookup(parent, name, self._iterators.namespaces.scope(reader))
+    @contextlib.contextmanager
+    def _scope_for(self, ctx: pyfuse3.RequestContext | None, target: str | None):
+        """(scope, limiter) for a lookup or a listing of target's: scope(block=True) gives the pids
+        and cgroups its reader can name, asked only where a name is checked; limiter, the
+        worker threads the reader may take (readers in other namespaces share their own)."""
+        try:
+            reader = self._reader(ctx, target, names=True)
+        except PermissionError as e:
+            refusal = e
+
+            def cannot_tell(block: bool = True) -> probes.Scope:
+                raise refusal
+            yield cannot_tell, None
+            return
+        with reader:
+            if not reader.foreign:
+                yield (lambda block=True: probes.DAEMONS), None
+            else:
+                yield functools.partial(self._iterators.namespaces.scope, reader), self._other_namespaces
+
+    @property
+    def _other_namespaces(self) -> trio.CapacityLimiter:
+        """The worker threads for readers in other namespaces than the daemon's: however long their
+        helpers take, the daemon's own readers keep trio's default threads."""
+        if self._other_limiter is None:
+            self._other_limiter = trio.CapacityLimiter(OTHER_NAMESPACE_THREADS)
+        return self._other_limiter
 
     def _reader(self, ctx: pyfuse3.RequestContext | None, target: str | None, names: bool = False) -> Reader:
         """Who asks, with the namespace that decides target's objects if it is not the daemon's.
@@ -154,20 +186,24 @@ class IterFS(pyfuse3.Operations):
         changes what a walk shows, not which files exist)."""
         if names and NAMESPACE_OF.get(target) == "net":
             target = None
-        reader = self._iterators.namespaces.reader(ctx.pid if ctx else 0, target)
-        if reader.kind in ("pid", "cgroup") and reader.kind not in self._per_reader:
-            self._serve_per_reader(reader.kind)
+        reader = self._iterators.namespaces.reader(ctx.pid if ctx else None, target)
+        if reader.kind in ("pid", "cgroup"):
+            if not self._serving_per_reader(reader.kind):
+                self._serve_per_reader(reader.kind)
+            self._per_reader[reader.kind] = time.monotonic()
         return reader
+
+    def _serving_per_reader(self, kind: str | None) -> bool:
+        return time.monotonic() - self._per_reader.get(kind, float("-inf")) < PER_READER_LINGER
 
     def _serve_per_reader(self, kind: str) -> None:
         """Entries of parameter files the kernel cached for earlier readers may not exist for this
-        one: drop them, and give the kernel no more to cache."""
-        self._per_reader.add(kind)
+        one: drop them, and give the kernel no more to cache for a while."""
         targets = {target for target, of in NAMESPACE_OF.items() if of == kind}
         for parent_inode, name in self._tree.parameter_files(targets):
             pyfuse3.invalidate_entry_async(parent_inode, os.fsencode(name), ignore_enoent=True)
-        log.info("serving a reader in another %s namespace: %s parameter files are looked up per reader",
-                 kind, ", ".join(sorted(targets)))
+        log.info("serving a reader in another %s namespace: %s parameter files are looked up per reader "
+                 "until %.0f s after the last such reader", kind, ", ".join(sorted(targets)), PER_READER_LINGER)
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -203,18 +239,13 @@ class IterFS(pyfuse3.Operations):
         # one snapshot per opendir, so entries are neither repeated nor skipped across calls
         if directory.kind is Kind.MIRROR:
             listing = await trio.to_thread.run_sync(self._mirror_listing, directory)
-        elif (reader := self._reader(ctx, directory.target, names=True)).foreign:
-            with reader:
-                listing = await trio.to_thread.run_sync(self._listing_as, directory, reader)
         elif self._tree.blocks(directory):
-            listing = await trio.to_thread.run_sync(self._tree.listing, directory)
+            with self._scope_for(ctx, directory.target) as (scope, limiter):
+                listing = await trio.to_thread.run_sync(self._tree.listing, directory, scope, limiter=limiter)
         else:
             listing = self._tree.listing(directory)
         self._listings[fh] = (directory, listing)
         return fh
-
-    def _listing_as(self, directory: Node, reader: Reader) -> list[str]:
-        return self._tree.listing(directory, self._iterators.namespaces.scope(reader))
 
     def _mirror_listing(self, directory: Node) -> list[str | Node]:
         """A mirror directory's entries as nodes, made here in a worker thread (they look at bpffs)."""
@@ -271,15 +302,17 @@ class IterFS(pyfuse3.Operations):
             self._handles[fh] = _Text(await trio.to_thread.run_sync(self._tree.listing_text, node))
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
         with self._reader(ctx, node.target) as reader:
+            limiter = self._other_namespaces if reader.foreign else None
             if node.kind is Kind.PIN:
-                iterator = await trio.to_thread.run_sync(self._iterators.open_pin, node.path, node.target, reader)
+                iterator = await trio.to_thread.run_sync(self._iterators.open_pin, node.path, node.target, reader,
+                                                         limiter=limiter)
             else:
                 open_ = functools.partial(self._iterators.open, node.target, node.params, node.view,
                                           fields=node.fields, as_json=node.as_json, reader=reader)
                 try:  # in place when the program is loaded: a link and an iterator fd are quick
                     iterator = open_(block=False)
                 except WouldBlock:
-                    iterator = await trio.to_thread.run_sync(open_)
+                    iterator = await trio.to_thread.run_sync(open_, limiter=limiter)
         self._handles[fh] = _Open(Stream(iterator), inode)
         self._streams_of[inode] += 1
         if self._streams_of[inode] == 1:  # later opens find attr_timeout 0 in every reply
@@ -385,7 +418,7 @@ class IterFS(pyfuse3.Operations):
         attr.st_blksize = 4096
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self._mounted_ns
         attr.entry_timeout = attr.attr_timeout = made.timeout
-        if node.kind is Kind.ITER and not node.permanent and NAMESPACE_OF.get(node.target) in self._per_reader:
+        if node.kind is Kind.ITER and not node.permanent and self._serving_per_reader(NAMESPACE_OF.get(node.target)):
             attr.entry_timeout = 0  # whether it exists depends on who asks
         if self._streams_of[node.inode]:
             attr.attr_timeout = 0  # while open, lseek(SEEK_END) must reach getattr()

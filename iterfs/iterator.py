@@ -25,10 +25,10 @@ from typing import Callable
 from . import _libbpf, pins, probes
 from .catalog import Catalog
 from .discovery import refusal
-from .errors import NotFound
+from .errors import NotFound, WouldBlock
 from .namespaces import DAEMON, HERE, Namespaces, Place, Reader
 from .params import Params
-from .programs import Programs, WouldBlock
+from .programs import Programs
 from .records import Formatter, Header
 
 log = logging.getLogger(__name__)

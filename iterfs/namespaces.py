@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import logging
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -32,6 +34,7 @@ from collections import Counter
 from typing import Iterator as Iter
 
 from . import _libbpf, pidns_helper
+from .errors import WouldBlock
 from .probes import Scope
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ _SETNS_FLAG = {"net": 0x40000000, "cgroup": 0x02000000}  # CLONE_NEWNET, CLONE_N
 # a pid namespace's helper ends after this long without a request
 HELPER_IDLE = 60.0
 HELPER_START_TIMEOUT = 10.0
+# a request a helper does not answer in this long ends it (stopped by a signal from inside its namespace?)
+HELPER_REQUEST_TIMEOUT = 5.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -130,7 +135,14 @@ class _InPid(_Entered):
 
     def iter_create(self, link_fd: int) -> int:
         # the namespace's helper of now: a walk started over after an idle minute starts a new one
-        return self._namespaces.helper(self._fd, self._inode).iter_create(link_fd)
+        try:
+            return self._namespaces.helper(self._fd, self._inode).iter_create(link_fd)
+        except HelperGone:  # ended just now (idle): once more, with a new one
+            return self._namespaces.helper(self._fd, self._inode).iter_create(link_fd)
+
+
+class HelperGone(OSError):
+    """The helper ended before it answered: a new one can serve the namespace, if it still has an init."""
 
 
 class PidHelper:
@@ -140,7 +152,9 @@ class PidHelper:
         self.inode = inode
         self._on_end = on_end
         self._lock = threading.Lock()
+        self._ended = threading.Event()
         self.last_used = time.monotonic()
+        self._proc_fd = -1
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # -I -S: nothing from the environment or site-packages runs in the namespace
@@ -157,70 +171,88 @@ class PidHelper:
             self.server_pid = self._handshake()
         except BaseException:
             self.close()
+            self._process.kill()
             self._process.wait()
             raise
-        self.proc = f"/proc/{self.server_pid}/root/proc"  # the namespace's own /proc, mounted by the server
+        # the namespace's own /proc, which the server mounted: by fd, not by the server's pid,
+        # which another process may have once the server has gone
+        self.proc = f"/proc/self/fd/{self._proc_fd}"
         threading.Thread(target=self._watch, name=f"pidns-{inode}", daemon=True).start()
 
     def _handshake(self) -> int:
         self._sock.settimeout(HELPER_START_TIMEOUT)
-        server = ready = None
+        server = None
         try:
-            while server is None or not ready:
-                message = self._sock.recv(16)
+            while server is None or self._proc_fd < 0:
+                message, fds, _, _ = socket.recv_fds(self._sock, 16, 1)
                 if message[:1] == pidns_helper.SERVER:
                     server = struct.unpack("=i", message[1:5])[0]
-                elif message == pidns_helper.READY:
-                    ready = True
-                elif message[:1] == pidns_helper.FAILED:
-                    code = struct.unpack("=i", message[1:5])[0]
-                    raise OSError(code, f"the pid namespace's helper could not start: {os.strerror(code)}")
+                elif message == pidns_helper.READY and len(fds) == 1:
+                    self._proc_fd = fds[0]
                 else:
-                    raise OSError(errno.ESRCH, "the pid namespace's helper ended while starting")
+                    for fd in fds:
+                        os.close(fd)
+                    if message[:1] == pidns_helper.FAILED:
+                        code = struct.unpack("=i", message[1:5])[0]
+                        raise OSError(code, f"the pid namespace's helper could not start: {os.strerror(code)}")
+                    raise OSError(errno.EAGAIN, "the pid namespace's helper ended while starting")
         except socket.timeout:
             raise OSError(errno.ETIMEDOUT, "the pid namespace's helper did not start") from None
-        finally:
-            self._sock.settimeout(None)
+        self._sock.settimeout(HELPER_REQUEST_TIMEOUT)
         return server
 
     def iter_create(self, link_fd: int) -> int:
         with self._lock:
             self.last_used = time.monotonic()
+            if self._ended.is_set():
+                raise HelperGone(errno.EAGAIN, "the pid namespace's helper has ended")
             try:
                 socket.send_fds(self._sock, [pidns_helper.REQUEST], [link_fd])
                 message, fds, _, _ = socket.recv_fds(self._sock, 16, 1)
+            except socket.timeout:
+                log.warning("pid namespace helper for pid:[%d] did not answer in %.0f s: ending it",
+                            self.inode, HELPER_REQUEST_TIMEOUT)
+                self._process.kill()  # the server dies with it (PR_SET_PDEATHSIG)
+                self.close()
+                raise OSError(errno.ETIMEDOUT, "the pid namespace's helper did not answer") from None
             except OSError as e:
-                raise OSError(errno.ESRCH, f"the pid namespace's helper has ended: {e.strerror}") from None
+                raise HelperGone(errno.EAGAIN, f"the pid namespace's helper has ended: {e.strerror}") from None
         if message == pidns_helper.DONE and len(fds) == 1:
-            return fds[0]
+            return _an_iterator(fds[0])
         for fd in fds:
             os.close(fd)
         if message[:1] == pidns_helper.FAILED:
             code = struct.unpack("=i", message[1:5])[0]
             raise OSError(code, f"bpf_iter_create() in the pid namespace: {os.strerror(code)}")
-        # its namespace's init has exited: the kernel has killed every process in it
-        raise OSError(errno.ESRCH, "the pid namespace's helper has ended: its namespace has no init anymore")
+        # closed, or its namespace's init has exited: the kernel has killed every process in it
+        raise HelperGone(errno.EAGAIN, "the pid namespace's helper has ended")
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
 
     @property
     def alive(self) -> bool:
-        return self._process.poll() is None and self._sock.fileno() >= 0
+        return not self._ended.is_set()
 
     def _watch(self) -> None:
         """Wait for the helper to end (its namespace ended, or it was closed), closing it when idle."""
-        while True:
-            try:
-                code = self._process.wait(timeout=min(HELPER_IDLE, 5.0))
-                break
-            except subprocess.TimeoutExpired:
+        ended = os.pidfd_open(self._process.pid)
+        try:
+            while not select.select([ended], [], [], min(HELPER_IDLE, 5.0))[0]:
                 if time.monotonic() - self.last_used > HELPER_IDLE:
                     log.info("pid namespace helper for pid:[%d] idle for %.0f s: ending it", self.inode, HELPER_IDLE)
                     self.close()
-        self.close()
-        log.info("pid namespace helper ended: pid:[%d] (helper pid %d, exit %s)", self.inode, self.server_pid, code)
+        finally:
+            os.close(ended)
+        code = self._process.wait()
+        self._ended.set()
         self._on_end(self)
+        self.close()
+        with self._lock:  # no request reads it any longer
+            if self._proc_fd >= 0:
+                os.close(self._proc_fd)
+                self._proc_fd = -1
+        log.info("pid namespace helper ended: pid:[%d] (helper pid %d, exit %s)", self.inode, self.server_pid, code)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -231,40 +263,48 @@ class Namespaces:
     """The namespaces the daemon serves readers in, and the pid namespaces' helpers."""
 
     def __init__(self) -> None:
-        self._own = {kind: os.stat(f"/proc/thread-self/ns/{kind}").st_ino for kind in ("net", "pid", "cgroup")}
-        # to return to after setns(); every thread of the daemon starts in these
-        self._own_fds = {kind: os.open(f"/proc/thread-self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
-                         for kind in _SETNS_FLAG}
+        _OWN.fds  # opened now, while this thread is surely in the daemon's own namespaces
         self._lock = threading.Lock()
         self._helpers: dict[int, PidHelper] = {}
         self._starting: dict[int, threading.Lock] = {}
         self.opens: Counter[str] = Counter()  # opens served in a namespace other than the daemon's, by kind
-        self._warned = False
+        self._warned: set[str] = set()
 
-    def reader(self, tid: int, target: str | None) -> Reader:
+    def reader(self, tid: int | None, target: str | None) -> Reader:
         """The reader thread tid, with the namespace that decides target's walks if it is not the
-        daemon's. The caller waits in the kernel until answered, so tid stays its thread."""
+        daemon's (None: the daemon itself). The caller waits in the kernel until answered, so
+        tid stays its thread. PermissionError where the daemon may not tell and the namespace
+        matters: tid 0 is a reader whose pid the daemon's pid namespace does not have."""
         kind = NAMESPACE_OF.get(target)
-        if kind is None or not tid:
-            return Reader(tid)
+        if kind is None or tid is None:
+            return Reader(tid or 0)
+        if not tid:
+            raise PermissionError(errno.EACCES, "a reader outside the daemon's pid namespace (FUSE gives "
+                                                "its pid as 0): its namespaces cannot be told")
         path = f"/proc/{tid}/ns/{kind}"
         try:
             inode = os.stat(path).st_ino
         except FileNotFoundError:
             return Reader(tid)  # the request's thread has gone: no one reads the answer
-        except PermissionError as e:  # it holds for every reader
-            if not self._warned:
-                self._warned = True
-                log.warning("cannot read readers' namespaces (/proc/TID/ns: %s): without CAP_SYS_PTRACE, or where "
-                            "Yama or an LSM forbids it, every reader sees the daemon's namespaces", e.strerror)
-            return Reader(tid)
-        if inode == self._own[kind]:
+        except PermissionError as e:
+            if _same_without_ptrace(tid, kind):
+                return Reader(tid)
+            self._warn(kind, e)
+            raise PermissionError(errno.EACCES, f"thread {tid}: its {kind} namespace cannot be told "
+                                                f"({path}: {e.strerror})") from None
+        if inode == _OWN.inodes[kind]:
             return Reader(tid)
         return Reader(tid, kind, os.open(path, os.O_RDONLY | os.O_CLOEXEC), inode)
 
+    def _warn(self, kind: str, e: OSError) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("cannot read a reader's %s namespace (/proc/TID/ns/%s: %s; the daemon needs "
+                        "CAP_SYS_PTRACE, and an LSM may forbid it): readers it cannot tell get EACCES "
+                        "for the targets that namespace decides", kind, kind, e.strerror)
+
     def place(self, target: str | None, reader: Reader) -> Place:
-        """Where an open of target by reader makes its iterator fds and reads them. Blocks the
-        first time a pid namespace is served (its helper starts)."""
+        """Where an open of target by reader makes its iterator fds and reads them."""
         if not reader.foreign or NAMESPACE_OF.get(target) != reader.kind:
             return HERE
         with self._lock:
@@ -275,14 +315,23 @@ class Namespaces:
             return _InCgroup(self, reader.fd)
         return _InPid(self, reader.fd, reader.inode)
 
-    def scope(self, reader: Reader) -> Scope:
+    def scope(self, reader: Reader, block: bool = True) -> Scope:
         """The /proc and cgroup subtree reader can name pids and cgroups in. Blocks the first
-        time a pid namespace is served (its helper starts)."""
+        time a pid namespace is served (its helper starts), and for a cgroup namespace (a
+        setns() and two files); block=False raises WouldBlock instead."""
         if reader.kind == "pid":
-            helper = self.helper(reader.fd, reader.inode)
+            if not block:
+                with self._lock:
+                    helper = self._helpers.get(reader.inode)
+                if helper is None or not helper.alive:
+                    raise WouldBlock("the pid namespace's helper starts first")
+            else:
+                helper = self.helper(reader.fd, reader.inode)
             helper.touch()
             return Scope(proc=helper.proc)
         if reader.kind == "cgroup":
+            if not block:
+                raise WouldBlock("the cgroup namespace's root is found in a worker thread")
             return Scope(cgroups=self._cgroup_root(reader))
         return Scope()
 
@@ -294,16 +343,19 @@ class Namespaces:
                 return helper
             starting = self._starting.setdefault(inode, threading.Lock())
         with starting:  # one start per namespace, however many readers wait for it
-            with self._lock:
-                helper = self._helpers.get(inode)
-                if helper is not None and helper.alive:
-                    return helper
-            helper = PidHelper(ns_fd, inode, self._ended)
-            log.info("pid namespace helper started: pid:[%d] (helper pid %d)", inode, helper.server_pid)
-            with self._lock:
-                self._helpers[inode] = helper
-                self._starting.pop(inode, None)
-            return helper
+            try:
+                with self._lock:
+                    helper = self._helpers.get(inode)
+                    if helper is not None and helper.alive:
+                        return helper
+                helper = PidHelper(ns_fd, inode, self._ended)
+                log.info("pid namespace helper started: pid:[%d] (helper pid %d)", inode, helper.server_pid)
+                with self._lock:
+                    self._helpers[inode] = helper
+                return helper
+            finally:
+                with self._lock:
+                    self._starting.pop(inode, None)
 
     def _ended(self, helper: PidHelper) -> None:
         with self._lock:
@@ -323,8 +375,9 @@ class Namespaces:
                                                 f"namespace's root ({inside}): the root cannot be told")
         return full[:-len(inside)] or "/"
 
+    @staticmethod
     @contextlib.contextmanager
-    def entered(self, kind: str, fd: int) -> Iter[None]:
+    def entered(kind: str, fd: int) -> Iter[None]:
         """This thread inside the namespace fd, and back in the daemon's afterwards. A thread that
         cannot go back must not serve anyone else: the daemon aborts."""
         _setns(fd, kind)
@@ -332,7 +385,7 @@ class Namespaces:
             yield
         finally:
             try:
-                _setns(self._own_fds[kind], kind)
+                _setns(_OWN.fds[kind], kind)
             except OSError as e:
                 log.critical("cannot return a thread to the daemon's %s namespace (%s): aborting", kind, e)
                 os.abort()
@@ -353,9 +406,58 @@ class Namespaces:
             helpers, self._helpers = list(self._helpers.values()), {}
         for helper in helpers:
             helper.close()
-        for fd in self._own_fds.values():
-            os.close(fd)
-        self._own_fds = {}
+
+
+class _Own:
+    """The daemon's own namespaces: their inodes, and fds to return to after setns(). Every
+    thread starts in them; they are opened once per process, by the first Namespaces."""
+
+    @functools.cached_property
+    def inodes(self) -> dict[str, int]:
+        return {kind: os.stat(f"/proc/self/ns/{kind}").st_ino for kind in ("net", "pid", "cgroup")}
+
+    @functools.cached_property
+    def fds(self) -> dict[str, int]:
+        return {kind: os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC) for kind in _SETNS_FLAG}
+
+
+_OWN = _Own()
+
+
+def _same_without_ptrace(tid: int, kind: str) -> bool:
+    """Whether thread tid is in the daemon's namespace of kind, from what /proc shows anyone:
+    NSpid lists one pid where the task's pid namespace is this /proc's (the daemon's), and the
+    files of /proc/TID/net are its network namespace's own (one inode each per namespace). A
+    cgroup namespace shows nowhere."""
+    try:
+        if kind == "pid":
+            return _nspid_count(f"/proc/{tid}/status") == _nspid_count("/proc/self/status") == 1
+        if kind == "net":
+            return os.stat(f"/proc/{tid}/net/dev").st_ino == os.stat("/proc/self/net/dev").st_ino
+    except OSError:
+        pass
+    return False
+
+
+def _nspid_count(path: str) -> int:
+    with open(path, "rb") as f:
+        for line in f:
+            if line.startswith(b"NSpid:"):
+                return len(line.split()) - 1
+    return 0
+
+
+def _an_iterator(fd: int) -> int:
+    """fd, if it is a BPF iterator's: the daemon reads nothing else a process in a reader's
+    namespace hands it."""
+    try:
+        kind = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        kind = "?"
+    if kind != "anon_inode:bpf_iter":
+        os.close(fd)
+        raise OSError(errno.EPROTO, f"the pid namespace's helper sent an fd of {kind}, not an iterator")
+    return fd
 
 
 def _cgroup_of(tid: int) -> str:

@@ -7,10 +7,10 @@ and an fd of the namespace (their numbers are the arguments); it enters the
 namespace for its children and forks the server, which:
 
   - lives in a mount namespace of its own whose root holds only a /proc of the
-    pid namespace, so that the daemon can ask, through /proc/<server>/root/proc,
-    which pids exist there;
+    pid namespace, and sends the daemon an O_PATH fd of it, so that the daemon
+    can ask which pids exist there; and in a network namespace of its own;
   - drops every capability (bpf_iter_create() needs none: the link fd is the
-    right to it) and sets no_new_privs;
+    right to it), sets no_new_privs and is not dumpable;
   - answers each request, a link fd sent with SCM_RIGHTS, with an iterator fd
     of it (or an errno), until the daemon closes its end or the namespace's
     init exits (the kernel then kills every process of the namespace).
@@ -27,8 +27,9 @@ import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
-PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, PR_SET_NAME = 38, 1, 15
+PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, PR_SET_NAME, PR_SET_DUMPABLE = 38, 1, 15, 4
 NAME = b"iterfs-pidns"  # what ps shows in the namespace, where readers see the server too
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 MNT_DETACH = 2
@@ -57,6 +58,8 @@ def _drop_privileges() -> None:
     data = bytes(24)  # two empty __user_cap_data_struct: no capability, effective, permitted or inheritable
     _check(libc.syscall(SYS_capset, header, data), "capset")
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    # no one in the namespace without CAP_SYS_PTRACE may trace it and speak for it to the daemon
+    _check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
 
 
 def _own_proc() -> None:
@@ -76,6 +79,8 @@ def _own_proc() -> None:
     _check(libc.syscall(SYS_pivot_root, b".", b"."), "pivot_root")  # the old root now lies over the new one
     _check(libc.umount2(b".", MNT_DETACH), "umount2(old root)")
     os.chdir("/")
+    # nor does it keep a way into the host's network (abstract unix sockets): task iterators need none
+    _check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
 
 
 def serve(sock: socket.socket) -> None:
@@ -111,7 +116,11 @@ def main() -> int:
         sock.send(FAILED + struct.pack("=i", e.errno))
         return 1
     os.close(ns_fd)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as e:  # ENOMEM: the namespace's init has exited, no process may join it
+        sock.send(FAILED + struct.pack("=i", e.errno))
+        return 1
     if pid:
         sock.send(SERVER + struct.pack("=i", pid))  # fork() numbers it in this process's namespace
         sock.close()
@@ -126,7 +135,9 @@ def main() -> int:
     except OSError as e:
         sock.send(FAILED + struct.pack("=i", e.errno))
         return 1
-    sock.send(READY)
+    proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    socket.send_fds(sock, [READY], [proc])  # the daemon asks this /proc which pids exist here
+    os.close(proc)
     serve(sock)
     return 0
 

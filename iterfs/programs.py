@@ -24,16 +24,13 @@ from . import _libbpf
 from .catalog import Recipe
 from .views import FileIdentity
 from .discovery import refusal
+from .errors import WouldBlock
 
 log = logging.getLogger(__name__)
 
 # Loads with global values set (a view's name=value parameters) kept once no open
 # is creating a link from them; beyond this many, the least recently used are closed.
 MAX_IDLE_VARIANTS = 16
-
-
-class WouldBlock(Exception):
-    """A caller that must not block asked for what takes a load (or another blocking look)."""
 
 
 class LoadFailed(OSError):

@@ -25,7 +25,7 @@ import os
 import stat
 import threading
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from . import fields as fields_mod, params as params_mod, probes
 from .catalog import Catalog
@@ -41,6 +41,7 @@ CONTROL = ".iterfs"  # the daemon's own files: .iterfs/status
 STATIC_TIMEOUT = 300.0
 PARAM_TIMEOUT = 1.0
 XATTR_PREFIX = "user.iterfs."
+Scope = Callable[[], probes.Scope]  # what a reader can name, asked only when a name is checked
 
 
 class Kind(enum.Enum):
@@ -153,10 +154,10 @@ class Tree:
             and parent.fields is None and "=" not in name and name not in parent.children \
             and not _names_fields(parent, name)
 
-    def lookup(self, parent: Node, name: str, scope: probes.Scope = probes.DAEMONS) -> Node:
-        """The node called name in parent, for a reader who sees scope (its pids and cgroups);
-        NotFound (a ParamError for parameters) saying why not. Blocks when blocks(parent, name)
-        says so.
+    def lookup(self, parent: Node, name: str, scope: Scope = lambda: probes.DAEMONS) -> Node:
+        """The node called name in parent, for a reader who sees scope() (its pids and cgroups,
+        asked only if a name is checked); NotFound (a ParamError for parameters) saying why
+        not. Blocks when blocks(parent, name) says so.
 
         Everything is checked before a node is made: a name that does not
         exist leaves nothing behind.
@@ -169,7 +170,7 @@ class Tree:
         """The node for a name listing() gave (no existence check: it was just listed)."""
         return self._resolve(directory, name, None)
 
-    def _resolve(self, parent: Node, name: str, scope: probes.Scope | None) -> Node:
+    def _resolve(self, parent: Node, name: str, scope: Scope | None) -> Node:
         """scope: where the objects a name names must exist; None: no check."""
         if parent.kind is Kind.MIRROR:
             return self._mirror_node(os.path.join(parent.path, name))
@@ -193,7 +194,7 @@ class Tree:
             return self._readme_node(target, view)
         params = schema.parse(name)
         if scope is not None:
-            probes.check(schema, params, scope)
+            probes.check(schema, params, scope())
         return self._params_node(parent, params)
 
     def _fields_node(self, target: str, name: str) -> Node:
@@ -205,7 +206,7 @@ class Tree:
         self._catalog.field_list(target, spec)  # FieldError, saying which field and why
         return self._node_for((target, name), Kind.DIR, name, target=target, fields=spec)
 
-    def _in_fields(self, parent: Node, name: str, scope: probes.Scope | None) -> Node:
+    def _in_fields(self, parent: Node, name: str, scope: Scope | None) -> Node:
         """README, or a parameter file of the target (and its .json sibling) in a fields= directory."""
         target, spec = parent.target, parent.fields
         if name == README:
@@ -214,7 +215,7 @@ class Tree:
         schema = self._catalog.schema(target)
         params = schema.parse(params_name)
         if scope is not None:
-            probes.check(schema, params, scope)
+            probes.check(schema, params, scope())
         return self._node_for((target, parent.name, name), Kind.ITER, name, target=target, params=params,
                               fields=spec, as_json=as_json, parent=parent.inode)
 
@@ -243,16 +244,16 @@ class Tree:
             raise NotFound(f"{node.path}: no longer an iterator pin")
         return found
 
-    def listing(self, directory: Node, scope: probes.Scope = probes.DAEMONS) -> list[str]:
+    def listing(self, directory: Node, scope: Scope = lambda: probes.DAEMONS) -> list[str]:
         """What ls shows: static entries, views, then the parameter files that exist now where
-        scope sees. Blocks when blocks(directory) says so."""
+        scope() sees. Blocks when blocks(directory) says so."""
         if directory.kind is Kind.MIRROR:
             return self._mirror.entries(directory.path)
         names = list(directory.children)
         if directory.target is None:  # the root, .iterfs
             return names
         if directory.fields is not None:
-            files = probes.listing(self._catalog.schema(directory.target), scope)
+            files = probes.listing(self._catalog.schema(directory.target), scope())
             return [README] + [name + suffix for name in files for suffix in ("", fields_mod.JSON)]
         self._catalog.refresh_views()
         if directory.view is None:
@@ -260,7 +261,7 @@ class Tree:
         else:
             names.append(README)
         schema = self._catalog.schema(directory.target, directory.view)
-        return names + [n for n in probes.listing(schema, scope) if n not in directory.children]
+        return names + [n for n in probes.listing(schema, scope()) if n not in directory.children]
 
     def listing_text(self, node: Node) -> bytes:
         """A LISTING node's text, from the kernel's BTF. Blocks: the BTF is loaded on first use."""

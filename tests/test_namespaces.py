@@ -497,13 +497,15 @@ def cgroups():
                 time.sleep(0.05)
 
 
-def in_cgroupns(cgroups, view: Path) -> list[str]:
-    """A prefix that moves the command into cgroup top, unshares a cgroup namespace rooted there
-    and mounts cgroup2 on view, as the namespace shows it."""
+def in_cgroupns(cgroups, view: Path, then: str = "top") -> list[str]:
+    """A prefix that moves the command into cgroup top, unshares a cgroup namespace rooted there,
+    moves it on into cgroup then, and mounts cgroup2 on view, as the namespace shows it."""
     unshare = need("unshare", "util-linux")
     view.mkdir(exist_ok=True)
     return ["sh", "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', "sh", str(cgroups["top"]),
-            unshare, "-C", "-m", "sh", "-c", 'mount -t cgroup2 cgroup2 "$1" && shift && exec "$@"', "sh", str(view)]
+            unshare, "-C", "-m", "sh", "-c",
+            'echo $$ > "$2/cgroup.procs" && mount -t cgroup2 cgroup2 "$1" && shift 2 && exec "$@"', "sh", str(view),
+            str(cgroups[then])]
 
 
 def test_cgroup_all_in_a_cgroupns_is_the_tree_that_namespace_shows(mount, cgroups, tmp_path):
@@ -516,6 +518,17 @@ def test_cgroup_all_in_a_cgroupns_is_the_tree_that_namespace_shows(mount, cgroup
     assert cgroup_rows(seen.text("cgroup/all")) == [(ino, level + (0 if path == "/" else path.count("/")), path)
                                                    for ino, path in seen.tree]
     assert {e for e in seen.text("cgroup/") if e.startswith("id=")} == {f"id={ino}" for ino, _ in seen.tree}
+
+
+def test_a_cgroupns_reader_below_its_root_sees_the_tree_from_the_root(mount, cgroups, tmp_path):
+    """The namespace's root is where it was made, not the reader's cgroup: a reader moved on
+    into a child still walks from the root."""
+    view = tmp_path / "cgroup view"
+    seen = look(in_cgroupns(cgroups, view, then="child"), mount, ["cgroup/all"], after=["/proc/self/cgroup"],
+                tree=[str(view)])
+    assert "0::/child\n" in seen.after["/proc/self/cgroup"]  # the kernel's: one below its namespace's root
+    assert [path for _, _, path in cgroup_rows(seen.text("cgroup/all"))] == ["/", "/child"]
+    assert [ino for ino, _, _ in cgroup_rows(seen.text("cgroup/all"))] == [ino for ino, _ in seen.tree]
 
 
 def test_a_cgroup_outside_the_cgroupns_is_enoent_inside(mount, cgroups, tmp_path):
@@ -611,6 +624,42 @@ def test_a_pidns_helper_ends_within_seconds_once_the_namespace_has_no_process(mo
     assert ns.inode not in [h["pid_namespace"] for h in status(mount)["pid_namespace_helpers"]]
 
 
+def test_a_helper_that_stops_answering_is_replaced_not_waited_for(mount, pidns):
+    """A process of the namespace may stop its helper (it is one of theirs): that namespace's
+    opens fail with ETIMEDOUT instead of hanging, and the next has a new helper."""
+    pidns.look(mount, ["task/all"])
+    server = [pid for pid in helpers_for(mount, pidns) if ns_inode(pid, "pid") == pidns.inode]
+    assert len(server) == 1
+    os.kill(server[0], signal.SIGSTOP)
+    seen = pidns.look(mount, ["task/all"])
+    assert seen.one("task/all") == errno.ETIMEDOUT
+    assert "did not answer" in mount.log.read_text()
+    again = pidns.look(mount, ["task/all"], tasks=True)
+    assert task_set(again.text("task/all")) == again.tasks
+    assert settled(lambda: server[0] in helpers_for(mount, pidns), False) is False
+
+
+def test_a_daemon_that_cannot_read_readers_namespaces_refuses_what_it_cannot_tell(tmp_path, fuse_host, pidns):
+    """Without CAP_SYS_PTRACE /proc/TID/ns is closed to the daemon: a reader /proc shows to be in
+    its pid and network namespaces is served, one it cannot tell gets EACCES, never the host's view."""
+    mnt = start_mount(tmp_path, command=["setpriv", "--bounding-set=-sys_ptrace", str(ITERFS)])
+    try:
+        assert {r["pid"] for r in task_lines(mnt.read("task/all"))} >= {os.getpid()}
+        assert mnt.read("tcp/all").split()[:3] == ["sl", "local_address", "rem_address"]
+        # the mount came after the namespace: in its pids, with the host's mounts
+        seen = look(["nsenter", "-t", str(pidns.init), "-p", "--"], mnt, ["task/all", "tcp/all"])
+        assert seen.one("task/all") == errno.EACCES
+        assert seen.one("tcp/all") != errno.EACCES  # its network namespace is the host's, as /proc shows
+        with pytest.raises(PermissionError):  # a cgroup namespace shows nowhere but /proc/TID/ns
+            mnt.read("cgroup/all")
+        assert mnt.read("ksym/all")  # a target no namespace decides
+        log = mnt.log.read_text()
+        assert log.count("cannot read a reader's pid namespace") == 1
+        assert log.count("cannot read a reader's cgroup namespace") == 1
+    finally:
+        mnt.stop()
+
+
 def test_status_counts_opens_per_namespace_kind(mount, netns, pidns):
     before = status(mount)["opens_in_other_namespaces"]
     netns.look(mount, ["tcp/all", "unix/all", "task/all"])  # task/all: the netns reader's pid namespace is the host's
@@ -618,9 +667,12 @@ def test_status_counts_opens_per_namespace_kind(mount, netns, pidns):
     mount.read("task/all")
     after = status(mount)["opens_in_other_namespaces"]
     assert {kind: after[kind] - before.get(kind, 0) for kind in after} == {"net": 2, "pid": 2, "cgroup": 0}
+    said = run([str(ITERFS), "status", str(mount.path)]).stdout  # the same counts, for a person
+    counted = json.loads(mount.read(".iterfs/status"))["opens_in_other_namespaces"]
+    assert "opens in other namespaces: " + ", ".join(f"{k} {n}" for k, n in counted.items()) in said
 
 
-def test_hundreds_of_opens_across_namespaces_leak_no_fd_link_or_helper(mount, tmp_path):
+def test_thousands_of_opens_across_namespaces_leak_no_fd_link_or_helper(mount, tmp_path):
     net_names = ["tcp/all", "udp/all", "unix/all", "netlink/all", "ipv6_route/all"]
     pid_names = ["task/all", "task_file/pid=1", "task_vma/pid=1", "task/pid=2"]
     for name in {*net_names, *pid_names} - {"task/pid=2"}:
@@ -635,8 +687,8 @@ def test_hundreds_of_opens_across_namespaces_leak_no_fd_link_or_helper(mount, tm
         serving = {"fds": mount.fd_count(), "helpers": sorted(helpers_for(mount, pidns))}
         helper_fds = {pid: len(os.listdir(f"/proc/{pid}/fd")) for pid in serving["helpers"]}
         with ThreadPoolExecutor(2) as pool:
-            net = pool.submit(netns.look, mount, net_names, threads=4, rounds=8)  # 160 opens
-            pid = pool.submit(pidns.look, mount, pid_names, threads=4, rounds=10)  # 160 opens
+            net = pool.submit(netns.look, mount, net_names, threads=4, rounds=60)  # 1200 opens
+            pid = pool.submit(pidns.look, mount, pid_names, threads=4, rounds=75)  # 1200 opens
             for seen in (net.result(), pid.result()):
                 assert all(isinstance(text, str) for texts in seen.reads.values() for text in texts)
         assert settled(mount.fd_count, serving["fds"]) == serving["fds"]
