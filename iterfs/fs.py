@@ -3,9 +3,12 @@
 Every method runs on the trio loop. A kernel read of an iterator (where the
 kernel runs the program), a program load and a look at more than a file or
 two (bpffs, the objects directories, a listing: Tree.blocks() says when)
-always go to a worker thread; creating a link and an iterator fd are quick bpf() calls
-made in place, and a read that what was already read answers (the final
-empty read, a re-read) is served in place too. Only ``pyfuse3.FUSEError``
+always go to a worker thread, and so does what a reader in another pid or
+cgroup namespace asks (its helper may take a while), in threads readers in
+other namespaces share; creating a link and an iterator fd are quick bpf()
+calls made in place (in a reader's network namespace too: setns() there and
+back), and a read that what was already read answers (the final empty read, a
+re-read) is served in place too. Only ``pyfuse3.FUSEError``
 leaves this module: the ``_errors`` boundary maps the failures the layers
 below name (NotFound, the kernel's errnos) to errnos, and logs anything else
 with its traceback as EIO.

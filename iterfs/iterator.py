@@ -289,7 +289,8 @@ class Iterators:
                     as_json: bool = False, reader: Reader = DAEMON):
         """(prog_fd, link_info, recipe) for a link of target, view (or fields) and params as reader
         names them, valid inside the block."""
-        if reader.foreign and not block:
+        if reader.foreign and reader.kind != "net" and not block:
+            # a network namespace is entered and left in place: two setns() around bpf_iter_create()
             raise WouldBlock(f"{target}: a reader in another {reader.kind} namespace")
         if view is not None:
             # a view's object may have been replaced or removed: look at the directories first

@@ -1,7 +1,8 @@
 """Each reader's namespaces: who reads, and iterators made as those namespaces show the kernel.
 
-    Namespaces.reader(tid, kind)    the namespace of kind of the thread behind a request,
-                                    if it is not the daemon's (an fd of it, held until close)
+    Namespaces.reader(tid, target)  the namespace that decides target's walks, of the thread
+                                    behind a request, if it is not the daemon's (an fd of it,
+                                    held until close); EACCES where the daemon cannot tell
     Namespaces.place(target, r)     where an open's iterator fds are made and read:
       net     bpf_iter_create() in this thread, setns() into the reader's network
               namespace and back (the iterator keeps the namespace it was made in)
@@ -12,7 +13,9 @@
               prints paths relative to the reading thread's namespace root)
     Namespaces.scope(reader)        the /proc and cgroup subtree that reader can name
 
-A reader whose namespaces are the daemon's costs one stat(2) per open.
+A reader whose namespaces are the daemon's costs one stat(2) per open. Readers
+in other namespaces get worker threads of their own (fs.py): a helper is a
+process of theirs, which they can stop, and a request it leaves unanswered ends it.
 """
 
 from __future__ import annotations
