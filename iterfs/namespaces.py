@@ -193,12 +193,7 @@ class PidHelper:
                 elif message == pidns_helper.READY and len(fds) == 1:
                     self._proc_fd = fds[0]
                 else:
-                    for fd in fds:
-                        os.close(fd)
-                    if message[:1] == pidns_helper.FAILED:
-                        code = struct.unpack("=i", message[1:5])[0]
-                        raise OSError(code, f"the pid namespace's helper could not start: {os.strerror(code)}")
-                    raise OSError(errno.EAGAIN, "the pid namespace's helper ended while starting")
+                    raise _unexpected(message, fds, "the pid namespace's helper could not start")
         except socket.timeout:
             raise OSError(errno.ETIMEDOUT, "the pid namespace's helper did not start") from None
         self._sock.settimeout(HELPER_REQUEST_TIMEOUT)
@@ -222,13 +217,7 @@ class PidHelper:
                 raise HelperGone(errno.EAGAIN, f"the pid namespace's helper has ended: {e.strerror}") from None
         if message == pidns_helper.DONE and len(fds) == 1:
             return _an_iterator(fds[0])
-        for fd in fds:
-            os.close(fd)
-        if message[:1] == pidns_helper.FAILED:
-            code = struct.unpack("=i", message[1:5])[0]
-            raise OSError(code, f"bpf_iter_create() in the pid namespace: {os.strerror(code)}")
-        # closed, or its namespace's init has exited: the kernel has killed every process in it
-        raise HelperGone(errno.EAGAIN, "the pid namespace's helper has ended")
+        raise _unexpected(message, fds, "bpf_iter_create() in the pid namespace")
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -448,6 +437,18 @@ def _nspid_count(path: str) -> int:
             if line.startswith(b"NSpid:"):
                 return len(line.split()) - 1
     return 0
+
+
+def _unexpected(message: bytes, fds: list[int], what: str) -> OSError:
+    """What a helper's message other than the answer asked for says (its fds closed): the errno
+    of a failure of what, or that the helper has ended (closed, or its namespace's init has
+    exited: the kernel has killed every process in it)."""
+    for fd in fds:
+        os.close(fd)
+    if message[:1] == pidns_helper.FAILED:
+        code = struct.unpack("=i", message[1:5])[0]
+        return OSError(code, f"{what}: {os.strerror(code)}")
+    return HelperGone(errno.EAGAIN, "the pid namespace's helper has ended")
 
 
 def _an_iterator(fd: int) -> int:
