@@ -201,7 +201,7 @@ class PidHelper:
 
     def iter_create(self, link_fd: int) -> int:
         with self._lock:
-            self.last_used = time.monotonic()
+            self.touch()
             if self._ended.is_set():
                 raise HelperGone(errno.EAGAIN, "the pid namespace's helper has ended")
             try:
@@ -312,13 +312,9 @@ class Namespaces:
         time a pid namespace is served (its helper starts), and for a cgroup namespace (a
         setns() and two files); block=False raises WouldBlock instead."""
         if reader.kind == "pid":
-            if not block:
-                with self._lock:
-                    helper = self._helpers.get(reader.inode)
-                if helper is None or not helper.alive:
-                    raise WouldBlock("the pid namespace's helper starts first")
-            else:
-                helper = self.helper(reader.fd, reader.inode)
+            helper = self.helper(reader.fd, reader.inode) if block else self._running(reader.inode)
+            if helper is None:
+                raise WouldBlock("the pid namespace's helper starts first")
             helper.touch()
             return Scope(proc=helper.proc)
         if reader.kind == "cgroup":
@@ -329,17 +325,16 @@ class Namespaces:
 
     def helper(self, ns_fd: int, inode: int) -> PidHelper:
         """The helper of the pid namespace ns_fd (inode), started if it has none. Blocks then."""
+        helper = self._running(inode)
+        if helper is not None:
+            return helper
         with self._lock:
-            helper = self._helpers.get(inode)
-            if helper is not None and helper.alive:
-                return helper
             starting = self._starting.setdefault(inode, threading.Lock())
         with starting:  # one start per namespace, however many readers wait for it
             try:
-                with self._lock:
-                    helper = self._helpers.get(inode)
-                    if helper is not None and helper.alive:
-                        return helper
+                helper = self._running(inode)
+                if helper is not None:
+                    return helper
                 helper = PidHelper(ns_fd, inode, self._ended)
                 log.info("pid namespace helper started: pid:[%d] (helper pid %d)", inode, helper.server_pid)
                 with self._lock:
@@ -348,6 +343,12 @@ class Namespaces:
             finally:
                 with self._lock:
                     self._starting.pop(inode, None)
+
+    def _running(self, inode: int) -> PidHelper | None:
+        """The helper of the pid namespace inode, if it has one that has not ended."""
+        with self._lock:
+            helper = self._helpers.get(inode)
+        return helper if helper is not None and helper.alive else None
 
     def _ended(self, helper: PidHelper) -> None:
         with self._lock:
