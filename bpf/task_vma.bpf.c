@@ -4,6 +4,7 @@
  * /proc/PID/maps shows for it, byte for byte. Columns: iterfs/readmes/task_vma.
  */
 #include "iterfs.bpf.h"
+#include "reader.bpf.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -71,6 +72,9 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 	int tgid;
 
 	if (!task || !vma)
+		return 0;
+	/* as /proc/PID/maps: only the tasks the reader may ptrace-read */
+	if (!reader_may_read(reader(), task))
 		return 0;
 
 	/* as the reader's pid namespace numbers it, as its /proc does */

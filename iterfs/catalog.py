@@ -133,6 +133,7 @@ class Recipe:
     through: str | None = None  # the program is another target's (WALKS): its params are not the link's
     maps: tuple[tuple[str, int], ...] = ()  # (map of the object, id of the existing map it stands for)
     fields: fields_mod.FieldList | None = field(default=None, compare=False)  # <target>/fields=.../
+    rule: str | None = field(default=None, compare=False)  # a view's declared rule for readers (access.py)
 
     @contextlib.contextmanager
     def object_file(self) -> Iterator[str]:
@@ -275,7 +276,7 @@ class Catalog:
         # a view's program is refused as the target's own is: its files say so without a load
         return Recipe(name, found.object_path, found.program, schema, view=view, file_identity=found.identity,
                       global_values=schema.global_values(params) if params is not None else (),
-                      globals=found.globals, refused=self.refused.get(name))
+                      globals=found.globals, refused=self.refused.get(name), rule=found.rule)
 
     def field_list(self, name: str, spec: str) -> fields_mod.FieldList:
         """The fields spec names in target name's objects; NotFound (a FieldError) saying why not."""

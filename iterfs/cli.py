@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log messages of this level and above (default: info; --debug means debug)")
     mount.add_argument("--log", type=Path, metavar="FILE", help="log to FILE (default: stderr in the foreground, "
                        "otherwise syslog when /dev/log exists)")
+    mount.add_argument("--allow-other", action="store_true",
+                       help="let every user read the mount, each getting what the kernel would show it "
+                            "(default: root only)")
     mount.add_argument("--pid-file", type=Path, metavar="FILE", help="write the daemon's pid to FILE")
 
     mount.add_argument("--bpffs", type=Path, action="append", default=[], metavar="PATH",
@@ -136,7 +139,7 @@ def _mount(args: argparse.Namespace) -> int:
     options = Options(mountpoint=args.mountpoint, foreground=args.foreground, debug=args.debug,
                       log_level="debug" if args.debug else args.log_level,
                       log_file=args.log, pid_file=args.pid_file, bpf_dir=args.bpf_dir, bpffs=args.bpffs,
-                      objects=args.objects)
+                      objects=args.objects, allow_other=args.allow_other)
     mount(options, lambda: configure_logging(options))
     return EXIT_OK
 

@@ -30,7 +30,9 @@ from typing import Sequence
 import pyfuse3
 import trio
 
-from . import callers, probes
+from . import access, callers, credentials, probes
+from .access import Denied
+from .credentials import Credentials
 from .errors import NotFound, WouldBlock
 from .fields import FieldError
 from .iterator import Iterators, Stream
@@ -59,6 +61,7 @@ class Stats:
         self.opens = 0
         self.bytes_served = 0
         self.errors: Counter[str] = Counter()  # by errno name
+        self.denials: Counter[str] = Counter()  # opens and lookups a reader may not make, by target
 
     def error(self, code: int) -> None:
         self.errors[errno.errorcode.get(code, str(code))] += 1
@@ -74,6 +77,11 @@ def _errors(method):
         except pyfuse3.FUSEError as e:
             self.stats.error(e.errno)
             raise
+        except Denied as e:  # the kernel's rules for this reader, not a failure: at debug, counted
+            log.debug("%s%r: EACCES: %s", method.__name__, args[:2], e.strerror)
+            self.stats.error(errno.EACCES)
+            self.stats.denials[e.target] += 1
+            raise pyfuse3.FUSEError(errno.EACCES) from None
         except FieldError as e:  # a person typed the name: say which field, and why
             log.info("%s%r: ENOENT: %s", method.__name__, args[:2], e)
             self.stats.error(errno.ENOENT)
@@ -118,10 +126,13 @@ class _Open:
 
 
 class IterFS(pyfuse3.Operations):
-    def __init__(self, tree: Tree, iterators: Iterators, mountpoint: str = ""):
+    def __init__(self, tree: Tree, iterators: Iterators, mountpoint: str = "", shared: bool = False):
+        """shared: a mount with allow_other, where each reader gets what the kernel would show it
+        (access.py); a private mount's readers are root's, and are served as the daemon."""
         super().__init__()
         self.stats = Stats()
         self._mountpoint = mountpoint
+        self._shared = shared
         self._tree = tree
         self._iterators = iterators
         self._handles: dict[int, _Open | _Text] = {}
@@ -140,6 +151,8 @@ class IterFS(pyfuse3.Operations):
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent, name = self._tree.node(parent_inode), os.fsdecode(name)
+        if self._shared:
+            await self._may_look_up(parent, name, ctx)
         with self._scope_for(ctx, parent.target) as (scope, limiter):
             try:  # in place, where the name needs no more than a file or two looked at
                 if self._tree.blocks(parent, name):
@@ -154,6 +167,36 @@ class IterFS(pyfuse3.Operations):
             raise
         self._tree.remember(node)  # counted only once the reply is sure
         return attributes
+
+    async def _may_look_up(self, parent: Node, name: str, ctx: pyfuse3.RequestContext) -> None:
+        """Denied where a reader on a shared mount may not learn that name exists: a parameter
+        file of a privileged target (map_id=7 says map 7 exists), a path bpffs hides from it."""
+        if parent.kind is Kind.MIRROR:
+            creds = self._credentials(ctx)
+            if creds is not None:  # what the reader may see of bpffs itself
+                await trio.to_thread.run_sync(self._as_reader, creds, os.lstat, os.path.join(parent.path, name))
+        elif self._tree.names_objects(parent, name) and access.privileged(parent.target) \
+                and not access.may_name(parent.target, self._credentials(ctx)):
+            raise Denied(parent.target, f"{name}: which objects exist is for privileged readers")
+
+    def _credentials(self, ctx: pyfuse3.RequestContext | None) -> Credentials | None:
+        """The credentials of the reader behind a request on a shared mount; None: served as the daemon."""
+        if not self._shared or ctx is None:
+            return None
+        creds = credentials.of_thread(ctx.pid, ctx.uid, ctx.gid)
+        return None if creds == self._iterators.daemon else creds
+
+    @staticmethod
+    def _as_reader(creds: Credentials, call, path: str):
+        """call(path) in this (worker) thread with the reader's credentials: the kernel's
+        permissions on bpffs decide what it may see. Denied where they refuse."""
+        try:
+            with credentials.assumed(creds):
+                return call(path)
+        except FileNotFoundError:
+            raise NotFound(f"{path}: no such file in bpffs") from None
+        except PermissionError as e:
+            raise Denied("pinned", f"{path}: {e.strerror}, with the reader's credentials") from None
 
     @contextlib.contextmanager
     def _scope_for(self, ctx: pyfuse3.RequestContext | None, target: str | None):
@@ -239,21 +282,28 @@ class IterFS(pyfuse3.Operations):
         if directory.kind not in (Kind.DIR, Kind.MIRROR):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = next(self._fh)
+        creds = self._credentials(ctx) if directory.kind is Kind.MIRROR or access.privileged(directory.target) else None
         # one snapshot per opendir, so entries are neither repeated nor skipped across calls
         if directory.kind is Kind.MIRROR:
-            listing = await trio.to_thread.run_sync(self._mirror_listing, directory)
+            listing = await trio.to_thread.run_sync(self._mirror_listing, directory, creds)
         elif self._tree.blocks(directory):
             with self._scope_for(ctx, directory.target) as (scope, limiter):
                 listing = await trio.to_thread.run_sync(self._tree.listing, directory, scope, limiter=limiter)
         else:
             listing = self._tree.listing(directory)
+        if access.privileged(directory.target) and not access.may_name(directory.target, creds):
+            listing = [name for name in listing if not self._tree.names_objects(directory, name)]
         self._listings[fh] = (directory, listing)
         return fh
 
-    def _mirror_listing(self, directory: Node) -> list[str | Node]:
-        """A mirror directory's entries as nodes, made here in a worker thread (they look at bpffs)."""
+    def _mirror_listing(self, directory: Node, creds: Credentials | None) -> list[str | Node]:
+        """A mirror directory's entries as nodes, made here in a worker thread (they look at bpffs):
+        those the reader could list in bpffs itself."""
+        visible = None if creds is None else set(self._as_reader(creds, os.listdir, directory.path))
         nodes = []
         for name in self._tree.listing(directory):
+            if visible is not None and name not in visible:
+                continue
             try:
                 nodes.append(self._tree.entry(directory, name))
             except NotFound:
@@ -299,12 +349,16 @@ class IterFS(pyfuse3.Operations):
             self._handles[fh] = _Text(self._tree.readme(node))
             return pyfuse3.FileInfo(fh=fh, keep_cache=True)
         if node.kind is Kind.STATUS:
+            creds = self._credentials(ctx)
+            if creds is not None and not creds.reads_root_file():
+                raise Denied(".iterfs", "status is root's, mode 0400")
             self._handles[fh] = _Text(self._status())
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
         if node.kind is Kind.LISTING:  # size 0 and direct I/O, as its size is known only once made
             self._handles[fh] = _Text(await trio.to_thread.run_sync(self._tree.listing_text, node))
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
         with self._reader(ctx, node.target) as reader:
+            reader.creds = self._credentials(ctx)
             limiter = self._other_namespaces if reader.foreign else None
             if node.kind is Kind.PIN:
                 iterator = await trio.to_thread.run_sync(self._iterators.open_pin, node.path, node.target, reader,
@@ -369,10 +423,21 @@ class IterFS(pyfuse3.Operations):
 
     @_errors
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
-        """access(2), answered from the mode bits as default_permissions would for root
-        (W_OK passes here: the read-only mount answers EROFS)."""
+        """access(2), answered from the mode bits as default_permissions would for root, and on a
+        shared mount as an open by the reader would be (W_OK passes here: the read-only mount
+        answers EROFS)."""
         node = self._tree.node(inode)
-        return not mode & os.X_OK or bool(self._tree.attributes(node).mode & 0o111)
+        if mode & os.X_OK and not self._tree.attributes(node).mode & 0o111:
+            return False
+        if not mode & os.R_OK or not self._shared:
+            return True
+        if node.kind is Kind.STATUS:
+            creds = self._credentials(ctx)
+            return creds is None or creds.reads_root_file()
+        if node.kind is not Kind.ITER or self._tree.attributes(node).mode & 0o004:
+            return True  # a pin's is for open(2) of it to say, as the reader
+        view = self._tree.view_rule(node)
+        return access.may_read(node.target, self._credentials(ctx), view, node.view is not None, node.fields is not None)
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
@@ -409,6 +474,9 @@ class IterFS(pyfuse3.Operations):
             "opens": self.stats.opens,
             "bytes_served": self.stats.bytes_served,
             "errors": dict(self.stats.errors),
+            "shared": self._shared,
+            # opens and lookups that readers' credentials did not allow, by target
+            "denials": dict(self.stats.denials),
         }
         return (json.dumps(state, indent=2) + "\n").encode()
 
@@ -423,6 +491,9 @@ class IterFS(pyfuse3.Operations):
         attr.entry_timeout = attr.attr_timeout = made.timeout
         if node.kind is Kind.ITER and not node.permanent and self._serving_per_reader(NAMESPACE_OF.get(node.target)):
             attr.entry_timeout = 0  # whether it exists depends on who asks
+        if self._shared and not node.permanent and (node.kind in (Kind.MIRROR, Kind.PIN) or node.kind is Kind.ITER
+                                                    and not node.fields and access.privileged(node.target)):
+            attr.entry_timeout = 0  # who may see it depends on who asks: the kernel caches it for no one
         if self._streams_of[node.inode]:
             attr.attr_timeout = 0  # while open, lseek(SEEK_END) must reach getattr()
         return attr

@@ -22,7 +22,7 @@ import os
 import threading
 from typing import Callable
 
-from . import _libbpf, pins, probes
+from . import _libbpf, access, credentials, pins, probes
 from .catalog import Catalog
 from .discovery import refusal
 from .errors import NotFound, WouldBlock
@@ -105,7 +105,7 @@ class Iterator:
     def _read(self) -> bytes:
         for _ in range(MAX_EAGAIN):
             try:
-                with self._place.reading():
+                with self._place.reading(first=not self.produced):
                     chunk = os.read(self.iter_fd, KERNEL_READ)
             except BlockingIOError:
                 continue
@@ -280,6 +280,7 @@ class Iterators:
         self._catalog = catalog
         self._programs = Programs()
         self.namespaces = Namespaces()
+        self.daemon = credentials.own()  # this thread's now, before any reader's
         self._lock = threading.Lock()
         self._open: set[Iterator] = set()
         self._started_over = 0  # by iterators released
@@ -287,8 +288,8 @@ class Iterators:
     @contextlib.contextmanager
     def _link_parts(self, target: str, params: Params, view: str | None, block: bool, fields: str | None = None,
                     as_json: bool = False, reader: Reader = DAEMON):
-        """(prog_fd, link_info, recipe) for a link of target, view (or fields) and params as reader
-        names them, valid inside the block."""
+        """(prog_fd, link_info, recipe, grant) for a link of target, view (or fields) and params as
+        reader names them, valid inside the block; access.Denied first where the reader may not."""
         if reader.foreign and reader.kind != "net" and not block:
             # a network namespace is entered and left in place: two setns() around bpf_iter_create()
             raise WouldBlock(f"{target}: a reader in another {reader.kind} namespace")
@@ -300,6 +301,7 @@ class Iterators:
             # the name was parsed when the object may have been another: its globals may differ now
             params = self._catalog.schema(target, view).parse(params.name)
         recipe = self._catalog.recipe(target, view, params, fields, as_json)
+        grant = access.grant(target, reader.creds, self.daemon, recipe.rule, view is not None, fields is not None)
         if not block and probes.costly(recipe.schema):
             raise WouldBlock(f"{target}: checking {params.name} walks the cgroup tree")
         scope = self.namespaces.scope(reader)
@@ -307,10 +309,10 @@ class Iterators:
         prog_fd = self._programs.prog_fd(recipe, block)
         try:
             if recipe.through:  # the program walks what params name itself: its link takes none
-                yield prog_fd, None, recipe
+                yield prog_fd, None, recipe, grant
                 return
             with probes.link_info(recipe.schema, params, scope) as link_info:
-                yield prog_fd, link_info, recipe
+                yield prog_fd, link_info, recipe, grant
         finally:
             self._programs.release(recipe)
 
@@ -320,9 +322,15 @@ class Iterators:
         as text or JSON lines), as reader's namespaces show it. Loads the program on first
         use, and serves a reader in another namespace, which block; block=False raises
         WouldBlock instead, for callers that must not block."""
-        with self._link_parts(target, params, view, block, fields, as_json, reader) as (prog_fd, link_info, recipe):
+        with self._link_parts(target, params, view, block, fields, as_json, reader) as parts:
+            prog_fd, link_info, recipe, grant = parts
             formatter = functools.partial(recipe.fields.formatter, as_json) if recipe.fields else None
-            place = self.namespaces.place(target, reader)
+            map_fd = self._programs.map_fd(recipe, access.POLICY_MAP)
+            policy = None
+            if map_fd is not None:  # the program filters by its reader's policy: its load stays while read
+                self._programs.hold(recipe)
+                policy = access.ReaderPolicy(map_fd, grant.subject, functools.partial(self._programs.release, recipe))
+            place = self.namespaces.place(target, reader, grant.assume, policy)
             iterator = Iterator.attach(target, prog_fd, link_info, recipe.through, formatter, place)
         with self._lock:
             self._open.add(iterator)
@@ -332,13 +340,20 @@ class Iterators:
         """A new walk of the iterator link pinned at path (still an iterator link?), as reader's
         namespaces show it, as open(2) of the pin would. Blocks. The open holds that link:
         a walk started over is of it, even if the pin is replaced."""
+        grant = access.grant(target, reader.creds, self.daemon, pin=True)
+        if grant.assume:
+            try:
+                with credentials.assumed(grant.assume):
+                    pins.check_readable(path)
+            except PermissionError as e:
+                raise access.Denied("pinned", f"{path}: open(2) with the reader's credentials: {e.strerror}") from None
         link_fd = pins.open_link(path)
         if link_fd is None:
             raise NotFound(f"{path}: no longer pinned")
         try:
             if pins.describe(link_fd, path) is None:
                 raise NotFound(f"{path}: no longer an iterator pin")
-            place = self.namespaces.place(target, reader)
+            place = self.namespaces.place(target, reader, grant.assume)
         except BaseException:
             os.close(link_fd)
             raise
@@ -349,7 +364,10 @@ class Iterators:
 
     def pin(self, target: str, params: Params, path: str) -> None:
         """Pin a link for target and params at path in bpffs; it outlives this process."""
-        with self._link_parts(target, params, None, True) as (prog_fd, link_info, _):
+        with self._link_parts(target, params, None, True) as (prog_fd, link_info, recipe, _):
+            map_fd = self._programs.map_fd(recipe, access.POLICY_MAP)
+            if map_fd is not None:  # read through bpffs, where no one stores a policy: as the pinner
+                access.store_default(map_fd, self.daemon)
             link_fd = _libbpf.link_create(prog_fd, link_info)
         try:
             _libbpf.obj_pin(link_fd, path)

@@ -22,6 +22,7 @@ from typing import Callable
 import pyfuse3
 import trio
 
+from . import credentials
 from .catalog import BUNDLED_DIR, Catalog, CatalogError
 from .discovery import require_btf
 from .fs import IterFS
@@ -35,12 +36,12 @@ from .views import default_directories
 log = logging.getLogger(__name__)
 
 FSTYPE = "fuse.iterfs"
-# Not allow_other: the kernel lets no one but the user who mounted (root) use the mount.
-# Not default_permissions: with it the kernel asks the daemon for attributes at each
-# open of a file whose attributes it dropped, and it must drop them of an open file for
-# lseek(SEEK_END) to reach getattr() (fs.IterFS._uncache_attributes). Access is decided
-# here instead: open() is read-only, access() answers from the mode bits. So the kernel
-# checks no modes: allow_other must not come without iterfs's own checks per reader.
+# allow_other only with --allow-other: without it, the kernel lets no one but the user who
+# mounted (root) use the mount. Not default_permissions: with it the kernel asks the daemon
+# for attributes at each open of a file whose attributes it dropped, and it must drop them
+# of an open file for lseek(SEEK_END) to reach getattr() (fs.IterFS._uncache_attributes);
+# nor could modes say what each reader may see of a file. Access is decided per reader
+# instead (access.py): open() is read-only, access() answers from the mode bits.
 FUSE_OPTIONS = frozenset({"fsname=iterfs", "subtype=iterfs", "ro", "nosuid", "nodev", "noexec"})
 
 
@@ -59,6 +60,7 @@ class Options:
     bpf_dir: Path = BUNDLED_DIR
     bpffs: list[Path] = field(default_factory=list)  # mirror these; none: every bpffs mount
     objects: list[Path] = field(default_factory=list)  # users' objects; none: SYSTEM_DIR if it exists
+    allow_other: bool = False  # every user may read, each what the kernel would show it
 
 
 def check_host(mountpoint: Path) -> None:
@@ -172,8 +174,16 @@ def serve(opts: Options, ready: Callable[[], None]) -> None:
         raise MountError(catalog.cannot_load)
     log.info("serving %s from %s", ", ".join(sorted(catalog.targets)), catalog.bpf_dir)
     iterators = Iterators(catalog)
-    operations = IterFS(Tree(catalog, Mirror([str(p) for p in opts.bpffs])), iterators, str(opts.mountpoint))
+    operations = IterFS(Tree(catalog, Mirror([str(p) for p in opts.bpffs])), iterators, str(opts.mountpoint),
+                        shared=opts.allow_other)
     options = set(FUSE_OPTIONS)
+    if opts.allow_other:
+        try:
+            credentials.require_switching()  # the readers' credentials are taken per thread
+        except OSError as e:
+            raise MountError(f"--allow-other: {e.strerror}") from None
+        options.add("allow_other")
+        log.info("shared with every user (allow_other): each reader gets what the kernel would show it")
     if opts.debug:
         options.add("debug")
     try:

@@ -33,6 +33,7 @@ OURS: dict[str, tuple[str, str | None]] = {
     "bpf_dir": ("--bpf-dir", "DIR"),
     "objects": ("--objects", "DIR"),
     "bpffs": ("--bpffs", "PATH"),
+    "allow_other": ("--allow-other", None),
 }
 # Given more than once, these add up; any other option given twice: the last one counts,
 # as when mount(8) merges an fstab line with `-o` from its command line.
@@ -66,11 +67,10 @@ IGNORED: dict[str, str] = {
 IGNORED_PREFIXES = ("x-",)  # x-systemd.*, x-mount.*, any x-: for other programs
 IGNORED_WITH_VALUE = frozenset({"comment"})  # comment=TEXT, for other programs
 
-PRIVATE = "the mount is private to root (iterfs does not filter per reader)"
+PRIVATE = "only root mounts iterfs; allow_other shares the mount with every user, each reading what the kernel shows it"
 ALWAYS = "the mount is always nosuid,nodev,noexec"
 REFUSED: dict[str, str] = {
-    "allow_other": PRIVATE,
-    "allow_root": PRIVATE,
+    "allow_root": "root mounts iterfs, and root always may use its mount: allow_other shares it with every user",
     "user": PRIVATE,  # also user=NAME
     "users": PRIVATE,
     "owner": PRIVATE,

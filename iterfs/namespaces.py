@@ -36,7 +36,9 @@ import time
 from collections import Counter
 from typing import Iterator as Iter
 
-from . import _libbpf, pidns_helper
+from . import _libbpf, credentials, pidns_helper
+from .access import ITER_CREATE_CAPS, ReaderPolicy
+from .credentials import Credentials
 from .errors import WouldBlock
 from .probes import Scope
 
@@ -62,13 +64,15 @@ def _setns(fd: int, kind: str) -> None:
 
 
 class Reader:
-    """The thread behind a request, and the one namespace of it that matters, if not the daemon's."""
+    """The thread behind a request, and the one namespace of it that matters, if not the daemon's;
+    on a shared mount, its credentials too (None: served as the daemon)."""
 
     def __init__(self, tid: int, kind: str | None = None, fd: int = -1, inode: int = 0):
         self.tid = tid
         self.kind = kind if fd >= 0 else None  # None: it sees what the daemon sees
         self.fd = fd
         self.inode = inode
+        self.creds: Credentials | None = None
 
     @property
     def foreign(self) -> bool:
@@ -90,29 +94,44 @@ DAEMON = Reader(0)  # the daemon itself (the Python API, iterfs cat): its own na
 
 
 class Place:
-    """Where one open's iterator fds are made and its reads are done."""
+    """Where one open's iterator fds are made and its reads are done, and as whom: with a
+    reader's credentials (assume), and its policy stored for a ptrace-filtering program."""
+
+    def __init__(self, assume: Credentials | None = None, policy: ReaderPolicy | None = None):
+        self._assume, self._policy = assume, policy
 
     def iter_create(self, link_fd: int) -> int:
-        return _libbpf.iter_create(link_fd)
+        with self._as_reader():
+            return _libbpf.iter_create(link_fd)
 
     @contextlib.contextmanager
-    def reading(self) -> Iter[None]:
-        yield
+    def reading(self, first: bool = False) -> Iter[None]:
+        """Around a read() of the iterator; first: nothing of the walk was read yet."""
+        with self._policy.stored(first) if self._policy else contextlib.nullcontext(), self._as_reader():
+            yield
+
+    def _as_reader(self):
+        # innermost, after any setns(), which takes the daemon's capabilities
+        return credentials.assumed(self._assume, ITER_CREATE_CAPS) if self._assume else contextlib.nullcontext()
 
     def close(self) -> None:
-        pass
+        if self._policy:
+            self._policy.close()
 
 
-HERE = Place()  # the daemon's namespaces
+HERE = Place()  # the daemon's namespaces and credentials
 
 
 class _Entered(Place):
     """A place inside one namespace of a reader's, held by an fd of its own (the open outlives the request)."""
 
-    def __init__(self, namespaces: Namespaces, fd: int):
+    def __init__(self, namespaces: Namespaces, fd: int, assume: Credentials | None = None,
+                 policy: ReaderPolicy | None = None):
+        super().__init__(assume, policy)
         self._namespaces, self._fd = namespaces, os.dup(fd)
 
     def close(self) -> None:
+        super().close()
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
@@ -121,19 +140,23 @@ class _Entered(Place):
 class _InNet(_Entered):
     def iter_create(self, link_fd: int) -> int:
         with self._namespaces.entered("net", self._fd):
-            return _libbpf.iter_create(link_fd)
+            return super().iter_create(link_fd)
 
 
 class _InCgroup(_Entered):
     @contextlib.contextmanager
-    def reading(self) -> Iter[None]:
-        with self._namespaces.entered("cgroup", self._fd):
+    def reading(self, first: bool = False) -> Iter[None]:
+        with self._namespaces.entered("cgroup", self._fd), super().reading(first):
             yield
 
 
 class _InPid(_Entered):
-    def __init__(self, namespaces: Namespaces, fd: int, inode: int):
-        super().__init__(namespaces, fd)
+    """The helper makes the iterator fds, as the daemon's task targets are made (access.py);
+    reads take the reader's credentials where given (a pin's)."""
+
+    def __init__(self, namespaces: Namespaces, fd: int, inode: int, assume: Credentials | None = None,
+                 policy: ReaderPolicy | None = None):
+        super().__init__(namespaces, fd, assume, policy)
         self._inode = inode
 
     def iter_create(self, link_fd: int) -> int:
@@ -295,17 +318,19 @@ class Namespaces:
                         "CAP_SYS_PTRACE, and an LSM may forbid it): readers it cannot tell get EACCES "
                         "for the targets that namespace decides", kind, kind, e.strerror)
 
-    def place(self, target: str | None, reader: Reader) -> Place:
-        """Where an open of target by reader makes its iterator fds and reads them."""
+    def place(self, target: str | None, reader: Reader, assume: Credentials | None = None,
+              policy: ReaderPolicy | None = None) -> Place:
+        """Where an open of target by reader makes its iterator fds and reads them; with the
+        credentials assume, and policy stored for the reading thread, where given. Takes policy."""
         if not reader.foreign or NAMESPACE_OF.get(target) != reader.kind:
-            return HERE
+            return Place(assume, policy) if assume or policy else HERE
         with self._lock:
             self.opens[reader.kind] += 1
         if reader.kind == "net":
-            return _InNet(self, reader.fd)
+            return _InNet(self, reader.fd, assume, policy)
         if reader.kind == "cgroup":
-            return _InCgroup(self, reader.fd)
-        return _InPid(self, reader.fd, reader.inode)
+            return _InCgroup(self, reader.fd, assume, policy)
+        return _InPid(self, reader.fd, reader.inode, assume, policy)
 
     def scope(self, reader: Reader, block: bool = True) -> Scope:
         """The /proc and cgroup subtree reader can name pids and cgroups in. Blocks the first

@@ -3,7 +3,8 @@
 libbpf decides program boundaries the same way: every global function symbol
 in an executable section is one program, and the section name says its type.
 Here only iterator programs matter: sections ``iter/<target>`` and
-``iter.s/<target>`` (sleepable).
+``iter.s/<target>`` (sleepable); and what an object says of whom it may be
+shown to: the target named in its section ``.iterfs.rule``, and its maps.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 _ITER_PREFIXES = ("iter/", "iter.s/")
+RULE_SECTION = ".iterfs.rule"
 EM_BPF = 247
 
 
@@ -34,6 +36,8 @@ class BpfObject:
     path: Path
     license: str
     programs: tuple[IterProgram, ...]
+    rule: str | None = None  # the target whose rule for readers its views declare they are safe under
+    maps: tuple[str, ...] = ()  # its maps' names
 
 
 def read_object(path: Path) -> BpfObject:
@@ -42,7 +46,8 @@ def read_object(path: Path) -> BpfObject:
             elf = ELFFile(f)
             if elf["e_machine"] not in ("EM_BPF", EM_BPF):
                 raise ObjectError(f"{path}: not a BPF object (machine {elf['e_machine']})")
-            return BpfObject(path=Path(path), license=_license(elf), programs=tuple(_programs(elf)))
+            return BpfObject(path=Path(path), license=_license(elf), programs=tuple(_programs(elf)),
+                             rule=_text(elf, RULE_SECTION), maps=tuple(_maps(elf)))
     except ELFError as e:
         raise ObjectError(f"{path}: not an ELF file ({e})") from None
     except OSError as e:
@@ -50,10 +55,26 @@ def read_object(path: Path) -> BpfObject:
 
 
 def _license(elf: ELFFile) -> str:
-    section = elf.get_section_by_name("license")
+    return _text(elf, "license") or ""
+
+
+def _text(elf: ELFFile, name: str) -> str | None:
+    """The NUL-terminated text section name holds, or None without the section."""
+    section = elf.get_section_by_name(name)
     if section is None:
-        return ""
+        return None
     return section.data().split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _maps(elf: ELFFile):
+    symtab = elf.get_section_by_name(".symtab")
+    maps = elf.get_section_by_name(".maps")
+    if not isinstance(symtab, SymbolTableSection) or maps is None:
+        return
+    index = next(i for i, section in enumerate(elf.iter_sections()) if section.name == ".maps")
+    for symbol in symtab.iter_symbols():
+        if symbol["st_shndx"] == index and symbol["st_info"]["type"] == "STT_OBJECT":
+            yield symbol.name
 
 
 def _programs(elf: ELFFile):

@@ -61,6 +61,12 @@ def open_link(path: str) -> int | None:
         return None
 
 
+def check_readable(path: str) -> None:
+    """Whether the calling thread may open(2) the pin at path for reading, as cat of it would:
+    PermissionError if not (the open made an iterator, closed unread)."""
+    os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+
 def describe(fd: int, path: str) -> Pin | None:
     """The iterator link that fd (pinned at path) is, as its fdinfo says; None for other objects."""
     with open(f"/proc/self/fdinfo/{fd}") as f:

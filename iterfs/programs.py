@@ -1,7 +1,9 @@
 """The program cache: each recipe loaded once, on first use, and closed when no longer needed.
 
-    Programs.prog_fd(recipe)   the loaded program's fd (loading it on first use, which blocks)
-    Programs.release(recipe)   the open has its link: the kernel holds the program now
+    Programs.prog_fd(recipe)     the loaded program's fd (loading it on first use, which blocks)
+    Programs.map_fd(recipe, n)   a map of that load (a ptrace-filtering program's reader policy),
+    Programs.hold(recipe)        kept while an open writes to it
+    Programs.release(recipe)     the open has its link: the kernel holds the program now
 
 A target's own load is kept until close(). Loads with global values (a
 view's name=value files) are kept while idle, up to MAX_IDLE_VARIANTS; a
@@ -183,6 +185,19 @@ class Programs:
             self._users[key] = self._users.get(key, 0) + 1
             self._idle.pop(key, None)
             return _libbpf.object_program_fd(loaded.obj, recipe.program)
+
+    def map_fd(self, recipe: Recipe, name: str) -> int | None:
+        """The fd of the map called name in recipe's load, valid until release() (hold() keeps
+        it for one more), or None if the object has no such map."""
+        with self._lock:
+            loaded = self._loaded.get(_key(recipe))
+        return _libbpf.object_map_fd(loaded.obj, name) if isinstance(loaded, _Loaded) else None
+
+    def hold(self, recipe: Recipe) -> None:
+        """One more use of a load prog_fd() gave, released by one more release(): an open that
+        writes to the load's map keeps it while it reads."""
+        with self._lock:
+            self._users[_key(recipe)] += 1
 
     def release(self, recipe: Recipe) -> None:
         """An open has its link: the kernel holds the program, the load may go when idle."""

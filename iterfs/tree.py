@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from . import fields as fields_mod, params as params_mod, probes
+from . import access, fields as fields_mod, params as params_mod, probes
 from .catalog import Catalog
 from .errors import NotFound
 from .pins import Mirror, Pin
@@ -154,6 +154,12 @@ class Tree:
             and parent.fields is None and "=" not in name and name not in parent.children \
             and not _names_fields(parent, name)
 
+    def names_objects(self, parent: Node, name: str) -> bool:
+        """Whether name in parent is a parameter file (pid=42, map_id=7): it exists if what it
+        names does."""
+        return parent.kind is Kind.DIR and parent.target is not None and name not in parent.children \
+            and "=" in name and not _names_fields(parent, name)
+
     def lookup(self, parent: Node, name: str, scope: Scope = lambda: probes.DAEMONS) -> Node:
         """The node called name in parent, for a reader who sees scope() (its pids and cgroups,
         asked only if a name is checked); NotFound (a ParamError for parameters) saying why
@@ -279,7 +285,20 @@ class Tree:
             return Attributes(stat.S_IFDIR | 0o555, 2 + subdirectories, 0, timeout)
         # an iterator's size is unknown until it is read: like /proc, st_size is 0
         size = len(self.readme(node)) if node.kind is Kind.README else 0
-        return Attributes(stat.S_IFREG | 0o444, 1, size, timeout)
+        return Attributes(stat.S_IFREG | self._mode(node), 1, size, timeout)
+
+    def _mode(self, node: Node) -> int:
+        """Who may read it, as access.py decides for a shared mount: 0400 where only privileged readers may."""
+        if node.kind is Kind.STATUS:
+            return 0o400
+        if node.kind is not Kind.ITER:
+            return 0o444  # READMEs and FIELDS listings, from the kernel's world-readable BTF; pins: bpffs decides
+        return access.mode(node.target, self.view_rule(node), node.view is not None, node.fields is not None)
+
+    def view_rule(self, node: Node) -> str | None:
+        """The rule a view's object declares (access.py), as the views were last seen."""
+        view = self._catalog.views(node.target).get(node.view) if node.view else None
+        return view.rule if view else None
 
     def xattrs(self, node: Node) -> dict[str, str]:
         """user.iterfs.*: a file's target and parameters (a pin's as its link's fdinfo says,

@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .access import declared_rule
 from .btf import Global, read_globals
 from .objects import ObjectError, read_object
 
@@ -50,6 +51,7 @@ class View:
     program: str
     identity: FileIdentity  # of the object file as it was read
     globals: tuple[Global, ...] = ()  # the object's global variables, from its BTF
+    rule: str | None = None  # the target whose rule for readers the object declares it safe under
 
 
 def _safe(st: os.stat_result) -> bool:
@@ -225,6 +227,11 @@ class UserObjects:
             elif program.name in RESERVED:
                 log.error("%s: program %s: the name is taken by the tree", path, program.name)
             else:
-                views.append(View(program.target, program.name, path, program.name, identity, globals_))
+                try:
+                    rule = declared_rule(obj.rule, obj.maps)
+                except ValueError as e:
+                    log.error("%s: %s: its views are for privileged readers only", path, e)
+                    rule = None
+                views.append(View(program.target, program.name, path, program.name, identity, globals_, rule))
         log.info("%s: views %s", path, ", ".join(f"{v.target}/{v.name}" for v in views) or "none")
         return views

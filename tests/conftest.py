@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ITERFS, Child, Mount, start_mount
+from helpers import ITERFS, Child, Mount, make_user, remove_user, start_mount, world_traversable_dir
 
 IN_CI = os.environ.get("CI") == "true"
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +76,25 @@ def mount(tmp_path_factory, fuse_host):
     mnt = start_mount(tmp_path_factory.mktemp("mnt"), extra=["--debug"])
     yield mnt
     mnt.stop()
+
+
+@pytest.fixture(scope="session")
+def users(bpf_host):
+    """Two system users made for the run (and removed after it), with no processes of their own."""
+    made = [make_user(), make_user()]
+    yield made
+    for user in made:
+        remove_user(user)
+
+
+@pytest.fixture(scope="module")
+def shared(fuse_host):
+    """A mount with --allow-other, in a directory every user may pass through."""
+    directory = world_traversable_dir()
+    mnt = start_mount(directory, extra=["--allow-other", "--debug"])
+    yield mnt
+    mnt.stop()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

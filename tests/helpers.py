@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -397,3 +398,67 @@ PROBE = r"""
 char _license[] SEC("license") = "GPL";
 SEC("iter/TARGET") int probe(struct bpf_iter__TARGET *ctx) { return 0; }
 """
+
+
+class User:
+    """A system user the test suite made (and removes), to read as with the kernel's rules."""
+
+    def __init__(self, name: str):
+        self.name = name
+        entry = pwd.getpwnam(name)
+        self.uid, self.gid = entry.pw_uid, entry.pw_gid
+
+    def command(self, *args: str) -> list[str]:
+        """args run as this user: its uid, gid and groups, and no capabilities once setpriv has
+        exec'd (env execs too, so a process started so is the command itself)."""
+        # root's PATH may lead through directories only root may enter (pyenv's shims in /root)
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--",
+                "/usr/bin/env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", *args]
+
+    def run(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*args), capture_output=True, timeout=120, **kw)
+
+    def read(self, path) -> tuple[int, bytes]:
+        """(0, contents) of path as read by this user's cat, or (errno, b"") as cat failed."""
+        done = self.run("python3", "-I", "-S", "-c", _READ_AS, str(path))
+        code = int(done.stderr.decode().strip() or 0) if done.returncode else 0
+        return code, done.stdout
+
+    def spawn(self, *args: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, **kw)
+
+
+# the errno of a failed read, as a number, where cat would only say its message
+_READ_AS = """
+import os, sys
+try:
+    with open(sys.argv[1], "rb") as f:
+        sys.stdout.buffer.write(f.read())
+except OSError as e:
+    sys.stderr.write(str(e.errno))
+    sys.exit(1)
+"""
+
+
+def make_user(prefix: str = "iterfs-u") -> User:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin",
+                    name], check=True, capture_output=True)
+    return User(name)
+
+
+def remove_user(user: User) -> None:
+    subprocess.run(["pkill", "-KILL", "-u", str(user.uid)], capture_output=True)
+    for _ in range(100):
+        if subprocess.run(["pgrep", "-u", str(user.uid)], capture_output=True).returncode:
+            break
+        time.sleep(0.05)
+    subprocess.run(["userdel", user.name], capture_output=True)
+
+
+def world_traversable_dir() -> Path:
+    """A new directory others may pass through (pytest's tmp_path is root's alone, mode 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="iterfs-shared-", dir="/tmp"))
+    path.chmod(0o755)
+    return path

@@ -7,6 +7,7 @@ one (not per module) so that the cheap ones run on any host.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shlex
@@ -74,7 +75,7 @@ def test_options_of_the_mount_system_are_accepted_and_ignored(option):
     assert translate(option) == ([], [])
 
 
-@pytest.mark.parametrize("option", [*REFUSED, "user=alice", "allow_other=1"])
+@pytest.mark.parametrize("option", [*REFUSED, "user=alice", "allow_root=1"])
 def test_refused_options_say_why(option):
     with pytest.raises(UsageError) as info:
         translate(f"debug,{option}", sloppy=True)  # -s does not let them through
@@ -83,10 +84,12 @@ def test_refused_options_say_why(option):
     assert "\n" not in str(info.value)
 
 
-def test_allow_other_is_refused_because_the_mount_is_private_to_root():
-    for option in ("allow_other", "allow_root"):
-        with pytest.raises(UsageError, match="private to root .iterfs does not filter per reader."):
-            translate(option)
+def test_allow_other_shares_the_mount_and_allow_root_says_it_is_allow_other_that_does():
+    assert translate("allow_other,debug") == (["--debug", "--allow-other"], [])  # in the order of OURS
+    with pytest.raises(UsageError, match="option 'allow_other' takes no value"):
+        translate("allow_other=1")
+    with pytest.raises(UsageError, match="^allow_root: root mounts iterfs.*allow_other shares it"):
+        translate("allow_root")
 
 
 def test_an_unknown_option_is_an_error_unless_sloppy():
@@ -168,10 +171,9 @@ def test_the_man_page_documents_every_option():
 def test_errors_are_one_line_and_status_1():
     done = run_helper("iterfs", "/mnt/iters", "-o", "rw,xyz")
     assert (done.returncode, done.stderr, done.stdout) == (1, "mount.fuse.iterfs: unknown option 'xyz'\n", "")
-    done = run_helper("iterfs", "/mnt/iters", "-o", "allow_other")
+    done = run_helper("iterfs", "/mnt/iters", "-o", "allow_root")
     assert done.returncode == 1
-    assert done.stderr == ("mount.fuse.iterfs: allow_other: the mount is private to root "
-                           "(iterfs does not filter per reader)\n")
+    assert done.stderr == f"mount.fuse.iterfs: allow_root: {REFUSED['allow_root']}\n"
     # named as mount(8) ran it: mount.iterfs is the same script
     done = run_helper("iterfs", "/mnt/iters", "-o", "user", helper=HELPERS / "mount.iterfs")
     assert done.returncode == 1 and done.stderr.startswith("mount.iterfs: user: ")
@@ -355,9 +357,22 @@ def test_mount_reports_a_refused_option_as_the_helper_does(tmp_path, root_only):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     with sbin_helpers():
-        done = mount_8("-t", "fuse.iterfs", "iterfs", str(mnt), "-o", "allow_other")
-    assert done.returncode != 0 and "private to root" in done.stderr
+        done = mount_8("-t", "fuse.iterfs", "iterfs", str(mnt), "-o", "allow_root")
+    assert done.returncode != 0 and REFUSED["allow_root"] in done.stderr
     assert not is_mounted(mnt)
+
+
+@pytest.mark.fuse
+def test_mount_o_allow_other_makes_a_shared_mount(tmp_path, root_only):
+    mnt, log, pid_file = tmp_path / "mnt", tmp_path / "iterfs.log", tmp_path / "iterfs.pid"
+    mnt.mkdir()
+    with sbin_helpers(), cleaned_up(mnt, log, pid_file):
+        done = mount_8("-t", "fuse.iterfs", "iterfs", str(mnt), "-o", f"allow_other,log={log},pidfile={pid_file}")
+        assert done.returncode == 0, f"{done.stderr}\n{log_of(log)}"
+        entry = next(line for line in open("/proc/self/mountinfo") if line.split()[4] == str(mnt))
+        assert "allow_other" in entry.split(" - ")[1]
+        assert json.loads((mnt / ".iterfs" / "status").read_text())["shared"] is True
+        umount_8(mnt, log)
 
 
 # The systemd units

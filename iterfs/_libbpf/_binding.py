@@ -71,6 +71,9 @@ _SIGNATURES = {
     "bpf_object__find_program_by_name": ([ctypes.c_void_p, ctypes.c_char_p], ctypes.c_void_p, "ptr"),
     "bpf_object__find_map_by_name": ([ctypes.c_void_p, ctypes.c_char_p], ctypes.c_void_p, "ptr"),
     "bpf_map__reuse_fd": ([ctypes.c_void_p, ctypes.c_int], ctypes.c_int, "int"),
+    "bpf_map__fd": ([ctypes.c_void_p], ctypes.c_int, "int"),
+    "bpf_map_update_elem": ([ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint64], ctypes.c_int, "int"),
+    "bpf_map_delete_elem": ([ctypes.c_int, ctypes.c_char_p], ctypes.c_int, "int"),
     "bpf_prog_load": (
         [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
          ctypes.POINTER(_ProgLoadOpts)],
@@ -214,6 +217,23 @@ def probe_iter_target(attach_btf_id: int) -> None:
 def object_program_fd(obj: int, program: str) -> int:
     prog = _load().bpf_object__find_program_by_name(obj, program.encode())
     return _load().bpf_program__fd(prog)
+
+
+def object_map_fd(obj: int, name: str) -> int | None:
+    """The fd of the object's map called name (valid while the object is open), or None."""
+    try:
+        found = _load().bpf_object__find_map_by_name(obj, name.encode())
+    except LibbpfError:
+        return None
+    return _load().bpf_map__fd(found)
+
+
+def map_update(fd: int, key: bytes, value: bytes) -> None:
+    _load().bpf_map_update_elem(fd, key, value, 0)  # BPF_ANY
+
+
+def map_delete(fd: int, key: bytes) -> None:
+    _load().bpf_map_delete_elem(fd, key)
 
 
 def link_create(prog_fd: int, link_info: bytes | None) -> int:

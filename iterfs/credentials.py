@@ -1,0 +1,208 @@
+"""Each reader's credentials, and a thread that takes them for a while.
+
+    of_thread(tid, uid, gid)   the credentials of the thread behind a request, as
+                               /proc/TID/status shows them (its uids, gids, groups,
+                               effective capabilities) and its user namespace
+    assumed(creds)             the calling thread with those credentials, and with
+                               the daemon's again afterwards
+
+Credentials are per thread in the kernel; glibc's set*id() wrappers change them
+in every thread of the process (a signal to each), so the switch is made with
+the raw syscalls, and each thread switches only itself. A thread that cannot
+switch back must serve no one else: the daemon aborts. The saved uid stays 0
+throughout, which is what lets the thread return without a capability; the
+capabilities that count are set last, with capset(2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+# capability bits, include/uapi/linux/capability.h
+CAP_DAC_OVERRIDE = 1
+CAP_DAC_READ_SEARCH = 2
+CAP_SETGID = 6
+CAP_SETUID = 7
+CAP_SYS_PTRACE = 19
+CAP_SYS_ADMIN = 21
+CAP_SYSLOG = 34
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+# the syscalls' numbers, per architecture: setgroups, setresuid, setresgid, setfsuid, setfsgid, capget, capset
+_NUMBERS = {
+    "x86_64": (116, 117, 119, 122, 123, 125, 126),
+    "aarch64": (159, 147, 149, 151, 152, 90, 91),
+}.get(platform.machine())
+_CAP_VERSION_3 = 0x20080522
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the kernel checks of a reader: as /proc/TID/status shows them, with its user namespace.
+    Equal credentials are those the kernel cannot tell apart, whichever process holds them."""
+
+    uids: tuple[int, int, int]  # real, effective, filesystem
+    gids: tuple[int, int, int]
+    groups: tuple[int, ...]
+    caps: int  # effective capabilities, in its own user namespace
+    user_ns: int  # the inode of its user namespace
+    tgid: int = field(default=0, compare=False)  # its process, as the daemon's pid namespace numbers it
+
+    @property
+    def fsuid(self) -> int:
+        return self.uids[2]
+
+    @property
+    def fsgid(self) -> int:
+        return self.gids[2]
+
+    def capable(self, *caps: int) -> bool:
+        """Whether it has one of caps in the initial user namespace (the kernel's capable())."""
+        return self.user_ns == _INITIAL_USER_NS and any(self.caps >> cap & 1 for cap in caps)
+
+    def reads_root_file(self) -> bool:
+        """Whether open(2) lets it read a file of root's with mode 0400 (/proc/slabinfo)."""
+        return self.fsuid == 0 or self.capable(CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)
+
+
+def _user_ns(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+_INITIAL_USER_NS = 0xEFFFFFFD  # PROC_USER_INIT_INO, include/linux/proc_ns.h
+
+
+def of_thread(tid: int, uid: int, gid: int) -> Credentials:
+    """The credentials of thread tid, whose fsuid and fsgid FUSE gave as uid and gid. A thread
+    the daemon cannot look at (gone, or in a pid namespace it does not see: tid 0) counts as
+    uid and gid with no groups and no capabilities: it can be given no more than that."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+        user_ns = _user_ns(f"/proc/{tid}/ns/user")
+        uids = tuple(int(v) for v in fields[b"Uid"].split())
+        gids = tuple(int(v) for v in fields[b"Gid"].split())
+        creds = Credentials(uids=(uids[0], uids[1], uids[3]), gids=(gids[0], gids[1], gids[3]),
+                            groups=tuple(int(v) for v in fields[b"Groups"].split()),
+                            caps=int(fields[b"CapEff"], 16), user_ns=user_ns, tgid=int(fields[b"Tgid"]))
+    except (OSError, KeyError, ValueError, IndexError) as e:
+        if tid:
+            log.debug("thread %d: its credentials cannot be read (%s): uid %d, gid %d, nothing more", tid, e,
+                      uid, gid)
+        return Credentials((uid, uid, uid), (gid, gid, gid), (), 0, 0)
+    if (creds.fsuid, creds.fsgid) != (uid, gid):  # it changed them since it asked: trust neither
+        return Credentials((uid, uid, uid), (gid, gid, gid), (), 0, 0)
+    return creds
+
+
+def own() -> Credentials:
+    """The credentials of the calling thread."""
+    r, e, _ = os.getresuid()
+    rg, eg, _ = os.getresgid()
+    return Credentials((r, e, e), (rg, eg, eg), tuple(os.getgroups()), _caps()[0], _user_ns("/proc/self/ns/user"),
+                       os.getpid())
+
+
+def require_switching() -> None:
+    """OSError unless this process can switch a thread's credentials: the syscalls' numbers
+    for this machine, and CAP_SETUID and CAP_SETGID."""
+    if _NUMBERS is None:
+        raise OSError(95, f"switching a thread's credentials is not supported on {platform.machine()}")
+    if ~_caps()[1] & (1 << CAP_SETUID | 1 << CAP_SETGID):
+        raise OSError(1, "taking each reader's credentials needs CAP_SETUID and CAP_SETGID")
+
+
+def _syscall(index: int, *args) -> None:
+    if _NUMBERS is None:
+        raise OSError(95, f"switching a thread's credentials is not supported on {platform.machine()}")
+    if _libc.syscall(_NUMBERS[index], *args) < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"syscall {_NUMBERS[index]}: {os.strerror(code)}")
+
+
+def _capget() -> tuple[_CapHeader, ctypes.Array]:
+    header, data = _CapHeader(_CAP_VERSION_3, 0), (_CapData * 2)()
+    _syscall(5, ctypes.byref(header), data)
+    return header, data
+
+
+def _capset(effective: int, permitted: int, inheritable: int) -> None:
+    header, data = _CapHeader(_CAP_VERSION_3, 0), (_CapData * 2)()
+    for i in range(2):
+        data[i].effective = effective >> (32 * i) & 0xFFFFFFFF
+        data[i].permitted = permitted >> (32 * i) & 0xFFFFFFFF
+        data[i].inheritable = inheritable >> (32 * i) & 0xFFFFFFFF
+    _syscall(6, ctypes.byref(header), data)
+
+
+def _caps() -> tuple[int, int, int]:
+    """The calling thread's effective, permitted and inheritable capabilities."""
+    _, data = _capget()
+    return tuple(getattr(data[0], k) | getattr(data[1], k) << 32 for k in ("effective", "permitted", "inheritable"))
+
+
+def _setgroups(groups: tuple[int, ...]) -> None:
+    array = (ctypes.c_uint32 * max(1, len(groups)))(*groups)
+    _syscall(0, ctypes.c_size_t(len(groups)), array)
+
+
+@contextlib.contextmanager
+def assumed(creds: Credentials, extra_caps: int = 0) -> Iterator[None]:
+    """The calling thread with creds' uids, gids, groups and those of its capabilities that
+    count here (none, for a reader in another user namespace), plus extra_caps; the daemon's
+    own again afterwards, or the daemon aborts."""
+    effective, permitted, inheritable = _caps()
+    mine = (os.getresuid(), os.getresgid(), tuple(os.getgroups()))
+    reader_caps = creds.caps if creds.user_ns == _INITIAL_USER_NS else 0
+    try:
+        _setgroups(creds.groups)
+        _syscall(2, creds.gids[0], creds.gids[1], -1)
+        _syscall(4, creds.fsgid)
+        _syscall(1, creds.uids[0], creds.uids[1], -1)  # the saved uid stays the daemon's
+        _capset(permitted, permitted, inheritable)  # a uid other than 0 has dropped them: for setfsuid()
+        _syscall(3, creds.fsuid)
+        _capset((reader_caps | extra_caps) & permitted, permitted, inheritable)
+    except BaseException:
+        _restore(mine, (effective, permitted, inheritable))
+        raise
+    try:
+        yield
+    finally:
+        _restore(mine, (effective, permitted, inheritable))
+
+
+def _restore(mine, caps: tuple[int, int, int]) -> None:
+    (uids, gids, groups), (effective, permitted, inheritable) = mine, caps
+    try:
+        _capset(permitted, permitted, inheritable)
+        _syscall(1, *uids)
+        _syscall(2, *gids)
+        _syscall(4, gids[1])
+        _syscall(3, uids[1])
+        _setgroups(groups)
+        _capset(effective, permitted, inheritable)
+        if (os.getresuid(), os.getresgid(), tuple(os.getgroups()), _caps()) != (uids, gids, groups, caps):
+            raise OSError(0, "the credentials read back are not the daemon's")
+    except BaseException as e:
+        log.critical("cannot return a thread to the daemon's credentials (%s): aborting", e)
+        os.abort()
