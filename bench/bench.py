@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -120,13 +121,18 @@ print(time.perf_counter() - started)
 NAMESPACE_CYCLES = CYCLES // 2
 
 
-def cycles_inside(prefix: list[str], path: Path):
+def cycles_inside(prefix: list[str], path: Path, python: str = sys.executable):
     """What CYCLES_INSIDE measures, run under prefix (unshare -n, ...): a timer's fn for compare()."""
     def run() -> float:
-        done = subprocess.run([*prefix, sys.executable, "-I", "-c", CYCLES_INSIDE, str(path), str(NAMESPACE_CYCLES)],
+        done = subprocess.run([*prefix, python, "-I", "-c", CYCLES_INSIDE, str(path), str(NAMESPACE_CYCLES)],
                               capture_output=True, text=True, check=True)
         return float(done.stdout)
     return run
+
+
+# an unprivileged reader: nobody, with the system's python (the venv's may be out of its reach)
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def read_twice(path: Path, rewind: bool) -> None:
@@ -176,6 +182,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="iterfs-bench-") as tmpdir:
         tmp = Path(tmpdir)
         mnt, floor_mnt, pin = tmp / "mnt", tmp / "floor", Path(f"/sys/fs/bpf/iterfs-bench-{os.getpid()}")
+        shared = Path(f"/tmp/iterfs-bench-shared-{os.getpid()}")  # others may pass through /tmp, not tmp
         mnt.mkdir()
         floor_mnt.mkdir()
         print(f"starting {LOAD_PROCS} processes with {FILES_EACH} open files each ...", file=sys.stderr)
@@ -244,7 +251,21 @@ def main() -> int:
                 cycles_inside([], mnt / "task_file/pid=SELF"), runs=5, timer=by_itself)
             rows.append(("task_file/pid=self cycle: another pidns vs the daemon's",
                          ours_ns / NAMESPACE_CYCLES, host_ns / NAMESPACE_CYCLES, ratio, "report"))
+
+            # a shared mount: each reader's credentials read per open, and taken around its reads
+            shared.mkdir()
+            shared.chmod(0o755)
+            subprocess.run([str(ITERFS), "mount", str(shared / "mnt"), "--allow-other", "--log", str(tmp / "log2")],
+                           check=True)
+            for name, path in (("netlink/all", "netlink/all"), ("task_file/pid=self", "task_file/pid=SELF")):
+                ours_user, root_private, ratio = compare(
+                    cycles_inside(AS_NOBODY, shared / "mnt" / path, SYSTEM_PYTHON),
+                    cycles_inside([], mnt / path, SYSTEM_PYTHON), runs=5, timer=by_itself)
+                rows.append((f"{name} cycle: nobody on a shared mount vs root on a private one",
+                             ours_user / NAMESPACE_CYCLES, root_private / NAMESPACE_CYCLES, ratio, "report"))
         finally:
+            subprocess.run([str(ITERFS), "umount", str(shared / "mnt")], capture_output=True)
+            shutil.rmtree(shared, ignore_errors=True)
             pin.unlink(missing_ok=True)
             if floor:
                 floor.send_signal(signal.SIGTERM)

@@ -128,7 +128,7 @@ def grant(target: str, creds: Credentials | None, daemon: Credentials, view_rule
         if not found.allows(creds):
             raise Denied(target, found.why)
         return Grant(How.PRIVILEGED, None, creds)
-    if found is How.AS_READER and creds != daemon:
+    if found is How.AS_READER and not creds.covers(daemon):
         return Grant(How.AS_READER, creds, creds)
     return Grant(found, None, creds)
 
@@ -173,6 +173,12 @@ def declared_rule(rule: str | None, maps: tuple[str, ...]) -> str | None:
         raise ValueError(f"declares the rule of {rule!r} but has no map {POLICY_MAP} (bpf/reader.bpf.h) "
                          "to apply it with")
     return rule
+
+
+def needs_credentials(target: str, view: bool = False, fields: bool = False, pin: bool = False) -> bool:
+    """Whether how target's file is served depends on who reads it (not for task and cgroup,
+    which every reader gets as the daemon would show it)."""
+    return view or fields or pin or rule(target) is not How.AS_DAEMON
 
 
 def privileged(target: str | None) -> bool:

@@ -227,6 +227,9 @@ def _status(args: argparse.Namespace) -> int:
           f"bytes served: {state['bytes_served']}, walks started over: {state.get('walks_started_over', '?')}")
     errors = ", ".join(f"{name} {count}" for name, count in sorted(state["errors"].items())) or "none"
     print(f"errors: {errors}")
+    if state.get("shared"):
+        denials = ", ".join(f"{name} {count}" for name, count in sorted(state.get("denials", {}).items())) or "none"
+        print(f"shared with every user (allow_other); denials: {denials}")
     for name, why in sorted(state.get("refused_targets", {}).items()):
         print(f"{name}: {why}")
     for name, via in sorted(state.get("served_through", {}).items()):

@@ -21,8 +21,10 @@ import ctypes
 import logging
 import os
 import platform
+import re
+import threading
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,13 @@ class Credentials:
         """Whether it has one of caps in the initial user namespace (the kernel's capable())."""
         return self.user_ns == _INITIAL_USER_NS and any(self.caps >> cap & 1 for cap in caps)
 
+    def covers(self, other: Credentials) -> bool:
+        """Whether every check the kernel makes of other passes for these too: root's uids, its
+        real and effective gid alike (%pK asks), and all of other's capabilities, in its user
+        namespace. Such a reader can be served as other."""
+        return self.uids == (0, 0, 0) and self.gids[0] == self.gids[1] and self.user_ns == other.user_ns \
+            and self.caps & other.caps == other.caps
+
     def reads_root_file(self) -> bool:
         """Whether open(2) lets it read a file of root's with mode 0400 (/proc/slabinfo)."""
         return self.fsuid == 0 or self.capable(CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)
@@ -92,20 +101,25 @@ def _user_ns(path: str) -> int:
 _INITIAL_USER_NS = 0xEFFFFFFD  # PROC_USER_INIT_INO, include/linux/proc_ns.h
 
 
+_STATUS = re.compile(rb"\nTgid:\t(\d+)\n.*?\nUid:\t(\d+)\t(\d+)\t\d+\t(\d+)\nGid:\t(\d+)\t(\d+)\t\d+\t(\d+)\n"
+                     rb".*?\nGroups:\t([\d ]*)\n.*?\nCapEff:\t([0-9a-f]+)\n", re.S)
+
+
 def of_thread(tid: int, uid: int, gid: int) -> Credentials:
     """The credentials of thread tid, whose fsuid and fsgid FUSE gave as uid and gid. A thread
     the daemon cannot look at (gone, or in a pid namespace it does not see: tid 0) counts as
     uid and gid with no groups and no capabilities: it can be given no more than that."""
     try:
         with open(f"/proc/{tid}/status", "rb") as f:
-            fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+            found = _STATUS.search(f.read())
         user_ns = _user_ns(f"/proc/{tid}/ns/user")
-        uids = tuple(int(v) for v in fields[b"Uid"].split())
-        gids = tuple(int(v) for v in fields[b"Gid"].split())
-        creds = Credentials(uids=(uids[0], uids[1], uids[3]), gids=(gids[0], gids[1], gids[3]),
-                            groups=tuple(int(v) for v in fields[b"Groups"].split()),
-                            caps=int(fields[b"CapEff"], 16), user_ns=user_ns, tgid=int(fields[b"Tgid"]))
-    except (OSError, KeyError, ValueError, IndexError) as e:
+        if found is None:
+            raise ValueError("its status has no uids, gids, groups or capabilities")
+        tgid, ruid, euid, fsuid, rgid, egid, fsgid, groups, caps = found.groups()
+        creds = Credentials(uids=(int(ruid), int(euid), int(fsuid)), gids=(int(rgid), int(egid), int(fsgid)),
+                            groups=tuple(int(g) for g in groups.split()), caps=int(caps, 16), user_ns=user_ns,
+                            tgid=int(tgid))
+    except (OSError, ValueError) as e:
         if tid:
             log.debug("thread %d: its credentials cannot be read (%s): uid %d, gid %d, nothing more", tid, e,
                       uid, gid)
@@ -166,43 +180,64 @@ def _setgroups(groups: tuple[int, ...]) -> None:
     _syscall(0, ctypes.c_size_t(len(groups)), array)
 
 
+class _Mine(NamedTuple):
+    """The daemon's credentials, which every thread has outside assumed()."""
+
+    uids: tuple[int, int, int]  # real, effective, saved
+    gids: tuple[int, int, int]
+    groups: tuple[int, ...]
+    caps: tuple[int, int, int]  # effective, permitted, inheritable
+
+
+_mine: _Mine | None = None
+_assuming = threading.local()
+
+
 @contextlib.contextmanager
 def assumed(creds: Credentials, extra_caps: int = 0) -> Iterator[None]:
     """The calling thread with creds' uids, gids, groups and those of its capabilities that
     count here (none, for a reader in another user namespace), plus extra_caps; the daemon's
-    own again afterwards, or the daemon aborts."""
-    effective, permitted, inheritable = _caps()
-    mine = (os.getresuid(), os.getresgid(), tuple(os.getgroups()))
+    own again afterwards, or the daemon aborts. Not nested: a thread takes one reader's at a time."""
+    global _mine
+    if getattr(_assuming, "reader", False):
+        raise RuntimeError("credentials assumed twice in one thread")
+    if _mine is None:  # the process's, read in a thread that has taken no one's
+        _mine = _Mine(os.getresuid(), os.getresgid(), tuple(os.getgroups()), _caps())
+    _, permitted, inheritable = _mine.caps
     reader_caps = creds.caps if creds.user_ns == _INITIAL_USER_NS else 0
+    _assuming.reader = True
     try:
-        _setgroups(creds.groups)
-        _syscall(2, creds.gids[0], creds.gids[1], -1)
-        _syscall(4, creds.fsgid)
-        _syscall(1, creds.uids[0], creds.uids[1], -1)  # the saved uid stays the daemon's
-        _capset(permitted, permitted, inheritable)  # a uid other than 0 has dropped them: for setfsuid()
-        _syscall(3, creds.fsuid)
-        _capset((reader_caps | extra_caps) & permitted, permitted, inheritable)
-    except BaseException:
-        _restore(mine, (effective, permitted, inheritable))
-        raise
-    try:
-        yield
+        try:
+            _setgroups(creds.groups)
+            _syscall(2, creds.gids[0], creds.gids[1], -1)  # fsgid follows egid
+            if creds.fsgid != creds.gids[1]:
+                _syscall(4, creds.fsgid)
+            _syscall(1, creds.uids[0], creds.uids[1], -1)  # the saved uid stays the daemon's; fsuid follows
+            if creds.fsuid != creds.uids[1]:
+                _capset(permitted, permitted, inheritable)  # a uid other than 0 has dropped them
+                _syscall(3, creds.fsuid)
+            _capset((reader_caps | extra_caps) & permitted, permitted, inheritable)
+        except BaseException:
+            _restore(_mine)
+            raise
+        try:
+            yield
+        finally:
+            _restore(_mine)
     finally:
-        _restore(mine, (effective, permitted, inheritable))
+        _assuming.reader = False
 
 
-def _restore(mine, caps: tuple[int, int, int]) -> None:
-    (uids, gids, groups), (effective, permitted, inheritable) = mine, caps
+def _restore(mine: _Mine) -> None:
+    effective, permitted, inheritable = mine.caps
     try:
-        _capset(permitted, permitted, inheritable)
-        _syscall(1, *uids)
-        _syscall(2, *gids)
-        _syscall(4, gids[1])
-        _syscall(3, uids[1])
-        _setgroups(groups)
+        _capset(permitted, permitted, inheritable)  # always allowed: the way back starts with them
+        _syscall(1, *mine.uids)
+        _syscall(2, *mine.gids)
+        _setgroups(mine.groups)
         _capset(effective, permitted, inheritable)
-        if (os.getresuid(), os.getresgid(), tuple(os.getgroups()), _caps()) != (uids, gids, groups, caps):
-            raise OSError(0, "the credentials read back are not the daemon's")
+        if (os.getresuid(), os.getresgid()) != (mine.uids, mine.gids):
+            raise OSError(0, "the uids and gids read back are not the daemon's")
     except BaseException as e:
         log.critical("cannot return a thread to the daemon's credentials (%s): aborting", e)
         os.abort()

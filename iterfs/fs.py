@@ -180,11 +180,12 @@ class IterFS(pyfuse3.Operations):
             raise Denied(parent.target, f"{name}: which objects exist is for privileged readers")
 
     def _credentials(self, ctx: pyfuse3.RequestContext | None) -> Credentials | None:
-        """The credentials of the reader behind a request on a shared mount; None: served as the daemon."""
+        """The credentials of the reader behind a request on a shared mount; None: served as the daemon
+        (a private mount's reader, or one at least as privileged as the daemon)."""
         if not self._shared or ctx is None:
             return None
         creds = credentials.of_thread(ctx.pid, ctx.uid, ctx.gid)
-        return None if creds == self._iterators.daemon else creds
+        return None if creds.covers(self._iterators.daemon) else creds
 
     @staticmethod
     def _as_reader(creds: Credentials, call, path: str):
@@ -358,7 +359,9 @@ class IterFS(pyfuse3.Operations):
             self._handles[fh] = _Text(await trio.to_thread.run_sync(self._tree.listing_text, node))
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
         with self._reader(ctx, node.target) as reader:
-            reader.creds = self._credentials(ctx)
+            if access.needs_credentials(node.target, node.view is not None, node.fields is not None,
+                                        node.kind is Kind.PIN):
+                reader.creds = self._credentials(ctx)
             limiter = self._other_namespaces if reader.foreign else None
             if node.kind is Kind.PIN:
                 iterator = await trio.to_thread.run_sync(self._iterators.open_pin, node.path, node.target, reader,

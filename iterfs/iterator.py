@@ -105,7 +105,7 @@ class Iterator:
     def _read(self) -> bytes:
         for _ in range(MAX_EAGAIN):
             try:
-                with self._place.reading(first=not self.produced):
+                with self.reading():
                     chunk = os.read(self.iter_fd, KERNEL_READ)
             except BlockingIOError:
                 continue
@@ -114,6 +114,11 @@ class Iterator:
             self.produced += len(chunk)
             return chunk
         raise OSError(errno.EAGAIN, f"{self.target}: the program asked for a retry {MAX_EAGAIN} times in a row")
+
+    def reading(self):
+        """Around reads: each read() takes it, and a caller that reads on takes it once for all
+        (in the reader's cgroup namespace, with its policy stored and its credentials)."""
+        return self._place.reading(first=not self.produced)
 
     def _explained(self, e: OSError) -> OSError:
         if e.errno == errno.EOPNOTSUPP and self.produced:
@@ -199,7 +204,8 @@ class Stream:
                 self._start_over()
             # what a read at offset keeps afterwards: nothing before this is kept while filling
             keep_from = max(offset, self._served_end) - KEEP_BYTES
-            self._fill_to(offset + size + READ_AHEAD, keep_from)
+            with self.iterator.reading():  # one switch to the reader for the reads this request needs
+                self._fill_to(offset + size + READ_AHEAD, keep_from)
             return self._take(offset, size)
 
     def read_buffered(self, offset: int, size: int) -> bytes | None:

@@ -99,6 +99,7 @@ class Place:
 
     def __init__(self, assume: Credentials | None = None, policy: ReaderPolicy | None = None):
         self._assume, self._policy = assume, policy
+        self._reading = threading.local()
 
     def iter_create(self, link_fd: int) -> int:
         with self._as_reader():
@@ -106,9 +107,23 @@ class Place:
 
     @contextlib.contextmanager
     def reading(self, first: bool = False) -> Iter[None]:
-        """Around a read() of the iterator; first: nothing of the walk was read yet."""
-        with self._policy.stored(first) if self._policy else contextlib.nullcontext(), self._as_reader():
+        """Around read()s of the iterator: one, or all those one request needs (the reads inside
+        are then the outer call's, which enters, stores and switches once). first: nothing of
+        the walk was read yet. No iter_create() inside: a setns() needs the daemon's credentials."""
+        if getattr(self._reading, "inside", False):
             yield
+            return
+        self._reading.inside = True
+        try:
+            with self._entered(), self._policy.stored(first) if self._policy else contextlib.nullcontext(), \
+                    self._as_reader():
+                yield
+        finally:
+            self._reading.inside = False
+
+    def _entered(self):
+        """The reader's namespace reads are made in, where it is not where the iterator was made."""
+        return contextlib.nullcontext()
 
     def _as_reader(self):
         # innermost, after any setns(), which takes the daemon's capabilities
@@ -144,10 +159,8 @@ class _InNet(_Entered):
 
 
 class _InCgroup(_Entered):
-    @contextlib.contextmanager
-    def reading(self, first: bool = False) -> Iter[None]:
-        with self._namespaces.entered("cgroup", self._fd), super().reading(first):
-            yield
+    def _entered(self):
+        return self._namespaces.entered("cgroup", self._fd)
 
 
 class _InPid(_Entered):

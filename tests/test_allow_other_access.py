@@ -178,6 +178,10 @@ def test_status_counts_the_denials_by_target_and_says_the_mount_is_shared(shared
     assert before["shared"] is True and after["shared"] is True
     grown = {target: after["denials"].get(target, 0) - before["denials"].get(target, 0) for target in denied}
     assert all(grown[target] >= len(names) for target, names in denied.items()), (grown, after["denials"])
+    said = run_iterfs("status", str(shared.path)).stdout
+    line = next(line for line in said.splitlines() if line.startswith("shared with every user"))
+    counts = dict(item.rsplit(" ", 1) for item in line.split("denials: ", 1)[1].split(", "))
+    assert all(int(counts[target]) >= after["denials"][target] for target in denied), line
 
 
 def test_a_private_mount_is_refused_by_the_kernel_to_every_other_user(users, fuse_host):
