@@ -24,7 +24,7 @@
 
 struct reader_policy {
 	__u32 flags;
-	__u32 tgid;		/* the reader's process: its own tasks are always readable */
+	__u32 tgid;		/* the reader's process, as the daemon's pid namespace numbers it: always readable */
 	__u32 fsuid;
 	__u32 fsgid;
 	__u32 user_ns;		/* the inode of the reader's user namespace */
@@ -35,7 +35,7 @@ struct reader_policy {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
-	__type(key, __u32);	/* the reading thread's id (reading_tid()) */
+	__type(key, __u32);	/* the reading thread's id (reading_upid()) */
 	__type(value, struct reader_policy);
 } reader_policy SEC(".maps");
 
@@ -45,24 +45,21 @@ struct mm_struct___word {
 } __attribute__((preserve_access_index));
 
 /*
- * The reading thread's id as its own pid namespace numbers it: gettid() in the
- * daemon, also where the daemon runs in a container. 0 (never a key) if unknown.
+ * The reading thread's id and pid namespace, as that namespace numbers it:
+ * gettid() in the daemon, also where the daemon runs in a container.
  */
-static __always_inline __u32 reading_tid(void)
+static __always_inline bool reading_upid(struct upid *upid)
 {
-	struct task_struct *current = bpf_get_current_task_btf();
-	struct pid *pid = current->thread_pid;
+	struct pid *pid = bpf_get_current_task_btf()->thread_pid;
 	unsigned int level = BPF_CORE_READ(pid, level);
-	struct upid upid;
 
-	if (level > 32 || bpf_core_read(&upid, sizeof(upid), &pid->numbers[level]))
-		return 0;
-	return upid.nr;
+	return level <= 32 && !bpf_core_read(upid, sizeof(*upid), &pid->numbers[level]);
 }
 
 static __always_inline struct reader_policy *reader(void)
 {
-	__u32 key = reading_tid();
+	struct upid me;
+	__u32 key = reading_upid(&me) ? me.nr : 0;	/* 0: never a key */
 	struct reader_policy *p = bpf_map_lookup_elem(&reader_policy, &key);
 
 	if (p)
@@ -91,13 +88,14 @@ static __always_inline bool reader_may_read(const struct reader_policy *p, struc
 	const struct cred *cred;
 	struct mm_struct *mm;
 	__u64 permitted = 0;
+	struct upid me;
 	__u32 task_ns;
 
 	if (!p || !(p->flags & READER_KNOWN))
 		return false;
 	if (p->flags & READER_ALL)
 		return true;
-	if (task->tgid == p->tgid)
+	if (p->tgid && reading_upid(&me) && task_tgid_in(task, me.ns) == p->tgid)
 		return true;
 	cred = task->real_cred;
 	task_ns = BPF_CORE_READ(cred, user_ns, ns.inum);

@@ -10,7 +10,8 @@
                       (%pK, kallsyms_show_value(), bpffs's permissions)
       privileged      the rest: the capability the kernel's own view needs, else Denied
     ReaderPolicy(map_fd, creds)  the policy a ptrace-filtering program reads, stored for
-                               the reading thread around each read()
+                               the reading thread around the reads a request needs
+    as_reader(creds, call, p)  a look at bpffs with the reader's credentials (pinned/)
     mode(...)                  the file mode that says the same to ls
 
 Only a shared mount (--allow-other) asks: the kernel lets no one but root into
@@ -28,18 +29,19 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator as Iter
 
-from . import _libbpf
+from . import _libbpf, credentials
 from .credentials import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYSLOG, Credentials
+from .errors import NotFound
 
 log = logging.getLogger(__name__)
 
-# struct reader_policy, bpf/iterfs.bpf.h: flags, tgid, fsuid, fsgid, user_ns, pad, caps
+# struct reader_policy, bpf/reader.bpf.h: flags, tgid, fsuid, fsgid, user_ns, pad, caps
 POLICY = struct.Struct("=6IQ")
 POLICY_MAP = "reader_policy"  # the map of it in a program that applies the ptrace rule
 READER_KNOWN, READER_ALL, READER_ADDRESSES, READER_HEADER = 1, 2, 4, 8
 READER_DEFAULT_KEY = 0xFFFFFFFF  # the policy of a thread that stored none: only iterfs pin stores one
-# what bpf(BPF_ITER_CREATE) itself needs on kernels that refuse unprivileged bpf() (before 6.5):
-# no iterator's output depends on it
+# what bpf(BPF_ITER_CREATE) itself needs on kernels that refuse unprivileged bpf() (before 6.5),
+# added while an iterator fd is made for a reader (not while it is read): no check of a view uses it
 ITER_CREATE_CAPS = 1 << CAP_BPF
 
 
@@ -47,7 +49,6 @@ class How(enum.Enum):
     AS_DAEMON = "as the daemon"
     PTRACE = "the tasks it may ptrace-read"
     AS_READER = "with the reader's credentials"
-    PRIVILEGED = "privileged readers only"
 
 
 class Denied(PermissionError):
@@ -100,11 +101,11 @@ _UNKNOWN = _Capability("the generic program prints kernel addresses: CAP_SYS_ADM
 @dataclass(frozen=True)
 class Grant:
     """How one open is served: the credentials its iterator fds are made and read with (None:
-    the daemon's), and whose ptrace rights a program with the policy map applies."""
+    the daemon's), and whose ptrace rights a program with the policy map applies (None: the
+    daemon's reader, who sees every task as the daemon does)."""
 
-    how: How
     assume: Credentials | None
-    subject: Credentials
+    subject: Credentials | None
 
 
 def rule(target: str, view_rule: str | None = None, view: bool = False, fields: bool = False) -> How | _Privileged:
@@ -122,20 +123,23 @@ def grant(target: str, creds: Credentials | None, daemon: Credentials, view_rule
     """How an open of target's file by a reader with creds is served (None: a private mount's
     reader, served as the daemon); Denied saying why, where the kernel would refuse it."""
     if creds is None:
-        return Grant(How.AS_DAEMON, None, daemon)
+        return Grant(None, None)
     found = How.AS_READER if pin else rule(target, view_rule, view, fields)
     if isinstance(found, _Privileged):
         if not found.allows(creds):
             raise Denied(target, found.why)
-        return Grant(How.PRIVILEGED, None, creds)
+        return Grant(None, creds)
     if found is How.AS_READER and not creds.covers(daemon):
-        return Grant(How.AS_READER, creds, creds)
-    return Grant(found, None, creds)
+        return Grant(creds, creds)
+    return Grant(None, creds)
 
 
-def policy(creds: Credentials) -> bytes:
+def policy(creds: Credentials | None) -> bytes:
     """struct reader_policy for creds: __ptrace_may_access(PTRACE_MODE_READ_FSCREDS) for a reader
-    without CAP_SYS_PTRACE is applied by the program from it."""
+    without CAP_SYS_PTRACE is applied by the program from it. None: a reader served as the
+    daemon (a private mount's), who sees every task and its addresses, as before."""
+    if creds is None:
+        return POLICY.pack(READER_KNOWN | READER_ALL | READER_ADDRESSES, 0, 0, 0, 0, 0, 0)
     flags = READER_KNOWN
     if creds.capable(CAP_SYS_PTRACE):
         flags |= READER_ALL
@@ -193,13 +197,6 @@ def may_read(target: str, creds: Credentials | None, view_rule: str | None = Non
     return creds is None or not isinstance(found, _Privileged) or found.allows(creds)
 
 
-def may_name(target: str, creds: Credentials | None) -> bool:
-    """Whether a reader with creds may learn which objects target's parameter files name
-    (map_id=N says that map N exists: bpftool's listing needs CAP_SYS_ADMIN)."""
-    found = rule(target)
-    return creds is None or not isinstance(found, _Privileged) or found.allows(creds)
-
-
 def mode(target: str, view_rule: str | None = None, view: bool = False, fields: bool = False) -> int:
     """A file's permission bits: 0444 where every reader gets its own view, 0400 where only
     privileged readers get one."""
@@ -210,7 +207,7 @@ class ReaderPolicy:
     """One open's reader policy, for the program whose map map_fd is. The map fd is the load's,
     valid until close() calls done(), which lets the load go."""
 
-    def __init__(self, map_fd: int, creds: Credentials, done: Callable[[], None]):
+    def __init__(self, map_fd: int, creds: Credentials | None, done: Callable[[], None]):
         self._fd, self._done = map_fd, done
         self._value = policy(creds)
 
@@ -236,10 +233,23 @@ class ReaderPolicy:
             self._done()
 
 
-def store_default(map_fd: int, creds: Credentials) -> None:
-    """The policy of creds for every thread that stores none: for a load that a pin outlives,
-    read through bpffs, where no one stores a policy (whoever may open the pin reads as creds)."""
-    _libbpf.map_update(map_fd, _KEY.pack(READER_DEFAULT_KEY), policy(creds))
+def as_reader(creds: Credentials, call: Callable, path: str):
+    """call(path) in this (worker) thread with the reader's credentials, for what the kernel's
+    permissions on bpffs let it see of pinned/: Denied where they refuse, NotFound for nothing."""
+    try:
+        with credentials.assumed(creds):
+            return call(path)
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file in bpffs") from None
+    except PermissionError as e:
+        raise Denied("pinned", f"{path}: {e.strerror}, with the reader's credentials") from None
+
+
+def store_default(map_fd: int) -> None:
+    """The daemon's policy for every thread that stores none, in a load that a pin outlives: it
+    is read through bpffs, where no one stores a policy, and shows whoever the pin's own
+    permissions let open it what the pinner's walk shows (reader.bpf.h)."""
+    _libbpf.map_update(map_fd, _KEY.pack(READER_DEFAULT_KEY), policy(None))
 
 
 _KEY = _FIRST = struct.Struct("=I")  # a key; the flags that begin a policy

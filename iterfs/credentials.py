@@ -3,15 +3,21 @@
     of_thread(tid, uid, gid)   the credentials of the thread behind a request, as
                                /proc/TID/status shows them (its uids, gids, groups,
                                effective capabilities) and its user namespace
-    assumed(creds)             the calling thread with those credentials, and with
-                               the daemon's again afterwards
+    assumed(creds)             the calling thread with what of those credentials the
+                               kernel's checks of a reader use, and with the daemon's
+                               again afterwards
 
-Credentials are per thread in the kernel; glibc's set*id() wrappers change them
-in every thread of the process (a signal to each), so the switch is made with
-the raw syscalls, and each thread switches only itself. A thread that cannot
-switch back must serve no one else: the daemon aborts. The saved uid stays 0
-throughout, which is what lets the thread return without a capability; the
-capabilities that count are set last, with capset(2).
+What the kernel checks when a reader opens its own view of the data is the
+filesystem ids, the groups and the capabilities: path permissions (a pin in
+bpffs) take the fsuid, fsgid and groups; kallsyms_show_value() and %pK the
+capabilities. A thread takes those of the reader, and keeps the daemon's real,
+effective and saved uids and gids: with the reader's real uid the reader could
+signal, renice or pin the daemon's thread meanwhile, and with a saved uid of 0
+nothing is lost on the way back. Credentials are per thread in the kernel;
+glibc's set*id() wrappers change them in every thread of the process (a signal
+to each), so the switch is made with the raw syscalls, and each thread
+switches only itself. A thread that cannot switch back, or does not read back
+the daemon's credentials afterwards, must serve no one else: the daemon aborts.
 """
 
 from __future__ import annotations
@@ -39,10 +45,10 @@ CAP_SYSLOG = 34
 CAP_PERFMON = 38
 CAP_BPF = 39
 
-# the syscalls' numbers, per architecture: setgroups, setresuid, setresgid, setfsuid, setfsgid, capget, capset
+# the syscalls' numbers, per architecture with a table of its own
 _NUMBERS = {
-    "x86_64": (116, 117, 119, 122, 123, 125, 126),
-    "aarch64": (159, 147, 149, 151, 152, 90, 91),
+    "x86_64": dict(setgroups=116, setfsuid=122, setfsgid=123, capget=125, capset=126),
+    "aarch64": dict(setgroups=159, setfsuid=151, setfsgid=152, capget=90, capset=91),
 }.get(platform.machine())
 _CAP_VERSION_3 = 0x20080522
 
@@ -60,8 +66,7 @@ class _CapData(ctypes.Structure):
 
 @dataclass(frozen=True)
 class Credentials:
-    """What the kernel checks of a reader: as /proc/TID/status shows them, with its user namespace.
-    Equal credentials are those the kernel cannot tell apart, whichever process holds them."""
+    """What the kernel checks of a reader: as /proc/TID/status shows them, with its user namespace."""
 
     uids: tuple[int, int, int]  # real, effective, filesystem
     gids: tuple[int, int, int]
@@ -146,17 +151,19 @@ def require_switching() -> None:
         raise OSError(1, "taking each reader's credentials needs CAP_SETUID and CAP_SETGID")
 
 
-def _syscall(index: int, *args) -> None:
+def _syscall(name: str, *args) -> int:
     if _NUMBERS is None:
         raise OSError(95, f"switching a thread's credentials is not supported on {platform.machine()}")
-    if _libc.syscall(_NUMBERS[index], *args) < 0:
+    result = _libc.syscall(_NUMBERS[name], *args)
+    if result < 0:
         code = ctypes.get_errno()
-        raise OSError(code, f"syscall {_NUMBERS[index]}: {os.strerror(code)}")
+        raise OSError(code, f"{name}: {os.strerror(code)}")
+    return result
 
 
 def _capget() -> tuple[_CapHeader, ctypes.Array]:
     header, data = _CapHeader(_CAP_VERSION_3, 0), (_CapData * 2)()
-    _syscall(5, ctypes.byref(header), data)
+    _syscall("capget", ctypes.byref(header), data)
     return header, data
 
 
@@ -166,7 +173,7 @@ def _capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = effective >> (32 * i) & 0xFFFFFFFF
         data[i].permitted = permitted >> (32 * i) & 0xFFFFFFFF
         data[i].inheritable = inheritable >> (32 * i) & 0xFFFFFFFF
-    _syscall(6, ctypes.byref(header), data)
+    _syscall("capset", ctypes.byref(header), data)
 
 
 def _caps() -> tuple[int, int, int]:
@@ -177,14 +184,22 @@ def _caps() -> tuple[int, int, int]:
 
 def _setgroups(groups: tuple[int, ...]) -> None:
     array = (ctypes.c_uint32 * max(1, len(groups)))(*groups)
-    _syscall(0, ctypes.c_size_t(len(groups)), array)
+    _syscall("setgroups", ctypes.c_size_t(len(groups)), array)
+
+
+def _set_fs_id(name: str, value: int) -> None:
+    """setfsuid(2) or setfsgid(2), which answer the previous id whatever happened: asked again
+    (with -1, which changes nothing), to tell."""
+    _syscall(name, value)
+    if _syscall(name, -1) != value:
+        raise OSError(1, f"{name}({value}) did not take")
 
 
 class _Mine(NamedTuple):
     """The daemon's credentials, which every thread has outside assumed()."""
 
-    uids: tuple[int, int, int]  # real, effective, saved
-    gids: tuple[int, int, int]
+    fsuid: int
+    fsgid: int
     groups: tuple[int, ...]
     caps: tuple[int, int, int]  # effective, permitted, inheritable
 
@@ -195,27 +210,22 @@ _assuming = threading.local()
 
 @contextlib.contextmanager
 def assumed(creds: Credentials, extra_caps: int = 0) -> Iterator[None]:
-    """The calling thread with creds' uids, gids, groups and those of its capabilities that
+    """The calling thread with creds' fsuid, fsgid, groups and those of its capabilities that
     count here (none, for a reader in another user namespace), plus extra_caps; the daemon's
     own again afterwards, or the daemon aborts. Not nested: a thread takes one reader's at a time."""
     global _mine
     if getattr(_assuming, "reader", False):
         raise RuntimeError("credentials assumed twice in one thread")
     if _mine is None:  # the process's, read in a thread that has taken no one's
-        _mine = _Mine(os.getresuid(), os.getresgid(), tuple(os.getgroups()), _caps())
+        _mine = _Mine(_syscall("setfsuid", -1), _syscall("setfsgid", -1), tuple(os.getgroups()), _caps())
     _, permitted, inheritable = _mine.caps
     reader_caps = creds.caps if creds.user_ns == _INITIAL_USER_NS else 0
     _assuming.reader = True
     try:
         try:
             _setgroups(creds.groups)
-            _syscall(2, creds.gids[0], creds.gids[1], -1)  # fsgid follows egid
-            if creds.fsgid != creds.gids[1]:
-                _syscall(4, creds.fsgid)
-            _syscall(1, creds.uids[0], creds.uids[1], -1)  # the saved uid stays the daemon's; fsuid follows
-            if creds.fsuid != creds.uids[1]:
-                _capset(permitted, permitted, inheritable)  # a uid other than 0 has dropped them
-                _syscall(3, creds.fsuid)
+            _set_fs_id("setfsgid", creds.fsgid)
+            _set_fs_id("setfsuid", creds.fsuid)  # an fsuid other than 0 drops the file capabilities
             _capset((reader_caps | extra_caps) & permitted, permitted, inheritable)
         except BaseException:
             _restore(_mine)
@@ -231,13 +241,13 @@ def assumed(creds: Credentials, extra_caps: int = 0) -> Iterator[None]:
 def _restore(mine: _Mine) -> None:
     effective, permitted, inheritable = mine.caps
     try:
-        _capset(permitted, permitted, inheritable)  # always allowed: the way back starts with them
-        _syscall(1, *mine.uids)
-        _syscall(2, *mine.gids)
+        _capset(permitted, permitted, inheritable)  # always allowed: CAP_SETUID and CAP_SETGID for the way back
+        _set_fs_id("setfsuid", mine.fsuid)
+        _set_fs_id("setfsgid", mine.fsgid)
         _setgroups(mine.groups)
         _capset(effective, permitted, inheritable)
-        if (os.getresuid(), os.getresgid()) != (mine.uids, mine.gids):
-            raise OSError(0, "the uids and gids read back are not the daemon's")
+        if tuple(os.getgroups()) != mine.groups or _caps() != mine.caps:
+            raise OSError(0, "the groups and capabilities read back are not the daemon's")
     except BaseException as e:
         log.critical("cannot return a thread to the daemon's credentials (%s): aborting", e)
         os.abort()

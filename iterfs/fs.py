@@ -8,7 +8,10 @@ cgroup namespace asks (its helper may take a while), in threads readers in
 other namespaces share; creating a link and an iterator fd are quick bpf()
 calls made in place (in a reader's network namespace too: setns() there and
 back), and a read that what was already read answers (the final empty read, a
-re-read) is served in place too. Only ``pyfuse3.FUSEError``
+re-read) is served in place too. On a shared mount (allow_other) each request's
+reader is asked for what it may see (access.py): its credentials are read from
+/proc in place, and what it may see of bpffs is looked at with them in a worker
+thread. Only ``pyfuse3.FUSEError``
 leaves this module: the ``_errors`` boundary maps the failures the layers
 below name (NotFound, the kernel's errnos) to errnos, and logs anything else
 with its traceback as EIO.
@@ -30,7 +33,7 @@ from typing import Sequence
 import pyfuse3
 import trio
 
-from . import access, callers, credentials, probes
+from . import access, callers, credentials, pins, probes
 from .access import Denied
 from .credentials import Credentials
 from .errors import NotFound, WouldBlock
@@ -174,9 +177,9 @@ class IterFS(pyfuse3.Operations):
         if parent.kind is Kind.MIRROR:
             creds = self._credentials(ctx)
             if creds is not None:  # what the reader may see of bpffs itself
-                await trio.to_thread.run_sync(self._as_reader, creds, os.lstat, os.path.join(parent.path, name))
+                await trio.to_thread.run_sync(access.as_reader, creds, os.lstat, os.path.join(parent.path, name))
         elif self._tree.names_objects(parent, name) and access.privileged(parent.target) \
-                and not access.may_name(parent.target, self._credentials(ctx)):
+                and not access.may_read(parent.target, self._credentials(ctx)):
             raise Denied(parent.target, f"{name}: which objects exist is for privileged readers")
 
     def _credentials(self, ctx: pyfuse3.RequestContext | None) -> Credentials | None:
@@ -186,18 +189,6 @@ class IterFS(pyfuse3.Operations):
             return None
         creds = credentials.of_thread(ctx.pid, ctx.uid, ctx.gid)
         return None if creds.covers(self._iterators.daemon) else creds
-
-    @staticmethod
-    def _as_reader(creds: Credentials, call, path: str):
-        """call(path) in this (worker) thread with the reader's credentials: the kernel's
-        permissions on bpffs decide what it may see. Denied where they refuse."""
-        try:
-            with credentials.assumed(creds):
-                return call(path)
-        except FileNotFoundError:
-            raise NotFound(f"{path}: no such file in bpffs") from None
-        except PermissionError as e:
-            raise Denied("pinned", f"{path}: {e.strerror}, with the reader's credentials") from None
 
     @contextlib.contextmanager
     def _scope_for(self, ctx: pyfuse3.RequestContext | None, target: str | None):
@@ -292,7 +283,7 @@ class IterFS(pyfuse3.Operations):
                 listing = await trio.to_thread.run_sync(self._tree.listing, directory, scope, limiter=limiter)
         else:
             listing = self._tree.listing(directory)
-        if access.privileged(directory.target) and not access.may_name(directory.target, creds):
+        if access.privileged(directory.target) and not access.may_read(directory.target, creds):
             listing = [name for name in listing if not self._tree.names_objects(directory, name)]
         self._listings[fh] = (directory, listing)
         return fh
@@ -300,7 +291,7 @@ class IterFS(pyfuse3.Operations):
     def _mirror_listing(self, directory: Node, creds: Credentials | None) -> list[str | Node]:
         """A mirror directory's entries as nodes, made here in a worker thread (they look at bpffs):
         those the reader could list in bpffs itself."""
-        visible = None if creds is None else set(self._as_reader(creds, os.listdir, directory.path))
+        visible = None if creds is None else set(access.as_reader(creds, os.listdir, directory.path))
         nodes = []
         for name in self._tree.listing(directory):
             if visible is not None and name not in visible:
@@ -437,24 +428,35 @@ class IterFS(pyfuse3.Operations):
         if node.kind is Kind.STATUS:
             creds = self._credentials(ctx)
             return creds is None or creds.reads_root_file()
+        if node.kind is Kind.PIN:  # as open(2) of the pin by the reader would say
+            creds = self._credentials(ctx)
+            if creds is not None:
+                try:
+                    await trio.to_thread.run_sync(access.as_reader, creds, pins.check_readable, node.path)
+                except Denied:
+                    return False
+            return True
         if node.kind is not Kind.ITER or self._tree.attributes(node).mode & 0o004:
-            return True  # a pin's is for open(2) of it to say, as the reader
+            return True
         view = self._tree.view_rule(node)
         return access.may_read(node.target, self._credentials(ctx), view, node.view is not None, node.fields is not None)
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return [name.encode() for name in await self._xattrs(self._tree.node(inode))]
+        return [name.encode() for name in await self._xattrs(self._tree.node(inode), ctx)]
 
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        value = (await self._xattrs(self._tree.node(inode))).get(os.fsdecode(name))
+        value = (await self._xattrs(self._tree.node(inode), ctx)).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(errno.ENODATA)
         return value.encode()
 
-    async def _xattrs(self, node: Node) -> dict[str, str]:
+    async def _xattrs(self, node: Node, ctx: pyfuse3.RequestContext) -> dict[str, str]:
         if node.kind is Kind.PIN:  # bpffs is asked what the pin is now
+            creds = self._credentials(ctx)
+            if creds is not None:  # its link's fdinfo says what open(2) of the pin would show the reader
+                await trio.to_thread.run_sync(access.as_reader, creds, pins.check_readable, node.path)
             return await trio.to_thread.run_sync(self._tree.xattrs, node)
         return self._tree.xattrs(node)
 
@@ -495,7 +497,7 @@ class IterFS(pyfuse3.Operations):
         if node.kind is Kind.ITER and not node.permanent and self._serving_per_reader(NAMESPACE_OF.get(node.target)):
             attr.entry_timeout = 0  # whether it exists depends on who asks
         if self._shared and not node.permanent and (node.kind in (Kind.MIRROR, Kind.PIN) or node.kind is Kind.ITER
-                                                    and not node.fields and access.privileged(node.target)):
+                                                    and access.privileged(node.target)):
             attr.entry_timeout = 0  # who may see it depends on who asks: the kernel caches it for no one
         if self._streams_of[node.inode]:
             attr.attr_timeout = 0  # while open, lseek(SEEK_END) must reach getattr()

@@ -347,13 +347,14 @@ class Iterators:
         namespaces show it, as open(2) of the pin would. Blocks. The open holds that link:
         a walk started over is of it, even if the pin is replaced."""
         grant = access.grant(target, reader.creds, self.daemon, pin=True)
-        if grant.assume:
-            try:
-                with credentials.assumed(grant.assume):
-                    pins.check_readable(path)
-            except PermissionError as e:
-                raise access.Denied("pinned", f"{path}: open(2) with the reader's credentials: {e.strerror}") from None
-        link_fd = pins.open_link(path)
+        as_reader = functools.partial(credentials.assumed, grant.assume) if grant.assume else contextlib.nullcontext
+        try:
+            with pins.held(path, as_reader) as same:  # the inode the reader may open, not what is there later
+                link_fd = pins.open_link(same)
+        except FileNotFoundError:
+            raise NotFound(f"{path}: no longer pinned") from None
+        except PermissionError as e:
+            raise access.Denied("pinned", f"{path}: open(2) with the reader's credentials: {e.strerror}") from None
         if link_fd is None:
             raise NotFound(f"{path}: no longer pinned")
         try:
@@ -373,7 +374,7 @@ class Iterators:
         with self._link_parts(target, params, None, True) as (prog_fd, link_info, recipe, _):
             map_fd = self._programs.map_fd(recipe, access.POLICY_MAP)
             if map_fd is not None:  # read through bpffs, where no one stores a policy: as the pinner
-                access.store_default(map_fd, self.daemon)
+                access.store_default(map_fd)
             link_fd = _libbpf.link_create(prog_fd, link_info)
         try:
             _libbpf.obj_pin(link_fd, path)

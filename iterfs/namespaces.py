@@ -102,7 +102,7 @@ class Place:
         self._reading = threading.local()
 
     def iter_create(self, link_fd: int) -> int:
-        with self._as_reader():
+        with self._as_reader(ITER_CREATE_CAPS):
             return _libbpf.iter_create(link_fd)
 
     @contextlib.contextmanager
@@ -125,9 +125,9 @@ class Place:
         """The reader's namespace reads are made in, where it is not where the iterator was made."""
         return contextlib.nullcontext()
 
-    def _as_reader(self):
+    def _as_reader(self, extra_caps: int = 0):
         # innermost, after any setns(), which takes the daemon's capabilities
-        return credentials.assumed(self._assume, ITER_CREATE_CAPS) if self._assume else contextlib.nullcontext()
+        return credentials.assumed(self._assume, extra_caps) if self._assume else contextlib.nullcontext()
 
     def close(self) -> None:
         if self._policy:

@@ -8,12 +8,14 @@ its ids, its target and the target's parameters. An iterator made from that link
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, ContextManager, Iterator
 
 from . import _libbpf
 from .mounts import mount_points, within
@@ -65,6 +67,30 @@ def check_readable(path: str) -> None:
     """Whether the calling thread may open(2) the pin at path for reading, as cat of it would:
     PermissionError if not (the open made an iterator, closed unread)."""
     os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+
+@contextlib.contextmanager
+def held(path: str, as_reader: Callable[[], ContextManager] = contextlib.nullcontext) -> Iterator[str]:
+    """A path naming the very inode pinned at path now (/proc/self/fd/N of an O_PATH fd), found
+    and checked readable as check_readable() says, both inside as_reader(): what is opened later
+    through it is what was checked, whatever is renamed meanwhile. PermissionError if the
+    reader may not; FileNotFoundError if nothing is there."""
+    with as_reader():
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        try:
+            try:
+                check_readable(f"/proc/self/fd/{fd}")
+            except PermissionError:
+                raise
+            except OSError:
+                pass  # no iterator there (a map's pin): describe() says so
+        except BaseException:
+            os.close(fd)
+            raise
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def describe(fd: int, path: str) -> Pin | None:

@@ -291,8 +291,13 @@ class Tree:
         """Who may read it, as access.py decides for a shared mount: 0400 where only privileged readers may."""
         if node.kind is Kind.STATUS:
             return 0o400
+        if node.kind is Kind.PIN:  # bpffs decides, at open: as the pin's own mode says for others
+            try:
+                return 0o444 if os.stat(node.path).st_mode & stat.S_IROTH else 0o400
+            except FileNotFoundError:
+                raise NotFound(f"{node.path}: no longer pinned") from None
         if node.kind is not Kind.ITER:
-            return 0o444  # READMEs and FIELDS listings, from the kernel's world-readable BTF; pins: bpffs decides
+            return 0o444  # READMEs and FIELDS listings, from the kernel's world-readable BTF
         return access.mode(node.target, self.view_rule(node), node.view is not None, node.fields is not None)
 
     def view_rule(self, node: Node) -> str | None:

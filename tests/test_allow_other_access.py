@@ -144,6 +144,44 @@ def test_an_unprivileged_reader_gets_eacces_where_the_kernels_view_needs_privile
     assert map_id in ours and (ours[map_id][2], ours[map_id][3]) == (info["type"], info["name"])
 
 
+# os.stat() as the user, of each path given: 0 or the errno, one a line
+_STAT_AS = """
+import os, sys
+for path in sys.argv[1:]:
+    try:
+        os.stat(path)
+        print(0)
+    except OSError as e:
+        print(e.errno)
+"""
+
+
+def _stat_errno(path) -> int:
+    """0 if root's os.stat() of path succeeds, else its errno."""
+    try:
+        os.stat(path)
+        return 0
+    except OSError as e:
+        return e.errno
+
+
+def test_an_entry_root_looked_up_is_no_shortcut_for_an_unprivileged_reader(shared, users, bpffs):
+    """Right after root's stat of a map's bpf_map_elem files (its own and a fields= list's), U's stat
+    of them is EACCES, ten times over: the kernel caches such an entry for no one. Root's stat is
+    what root's read of the target gives: it succeeds also where the kernel refuses bpf_map_elem's
+    programs, for the lookup is served through bpf_map."""
+    user = users[0]
+    map_id = make_map(bpffs)
+    paths = [shared / f"bpf_map_elem/map_id={map_id}",
+             shared / f"bpf_map_elem/fields=map.id,map.max_entries/map_id={map_id}"]
+    expected = _root_errno("bpf_map_elem")
+    for attempt in range(10):
+        assert [_stat_errno(path) for path in paths] == [expected] * len(paths), attempt
+        done = user.run("python3", "-I", "-S", "-c", _STAT_AS, *(str(path) for path in paths))
+        assert done.returncode == 0, done.stderr.decode()
+        assert [int(code) for code in done.stdout.split()] == [errno.EACCES] * len(paths), attempt
+
+
 def test_modes_and_listings_say_what_an_unprivileged_reader_may_read(shared, users, bpffs):
     """0400 where only privileged readers get a view, 0444 where every reader gets its own;
     ls lists every target to U, and no map_id= files."""
@@ -246,6 +284,9 @@ def test_pinned_shows_a_reader_what_bpffs_itself_lets_it_open_and_list(pin_mount
                 opens = (directory_mode, pin_mode) == (0o755, 0o644)
                 assert direct[0] == (0 if opens else errno.EACCES), case  # the kernel's own answer
                 assert through[0] == direct[0], case
+                # what the pin's link is (target, link and program ids) is told as open(2) of it would
+                xattr = user.run("python3", "-I", "-S", "-c", _LINK_ID, str(mirror / "tasks"))
+                assert (xattr.returncode == 0) == opens, (case, xattr.stderr)
                 if opens:
                     ours, theirs = through[1].decode(), direct[1].decode()
                     assert ours.splitlines()[0] == theirs.splitlines()[0], case
@@ -258,6 +299,8 @@ def test_pinned_shows_a_reader_what_bpffs_itself_lets_it_open_and_list(pin_mount
     finally:
         _stop(sleeper)
 
+
+_LINK_ID = "import os, sys; print(os.getxattr(sys.argv[1], 'user.iterfs.link_id').decode())"
 
 VIEW = r"""
 #include "vmlinux.h"
@@ -355,7 +398,7 @@ def _thread_status() -> dict[str, list[str]]:
 @pytest.mark.bpf
 @pytest.mark.parametrize("extra", [0, 1 << CAP_BPF], ids=["no-extra-caps", "CAP_BPF"])
 def test_assumed_credentials_are_the_calling_threads_alone_and_are_given_back(users, extra):
-    """A thread in assumed(creds of U's process) has U's uids, gids, groups and no capability but
+    """A thread in assumed(creds of U's process) has U's fsuid, fsgid, groups and no capability but
     extra, while the main thread keeps its own; /proc/slabinfo is EACCES there; afterwards the
     thread is the daemon's again."""
     user = users[1]
@@ -399,9 +442,10 @@ def test_assumed_credentials_are_the_calling_threads_alone_and_are_given_back(us
         worker.join(120)
     assert not worker.is_alive() and "error" not in seen, seen.get("error")
     during = seen["inside"]
-    # real, effective and filesystem ids are U's; the saved ones stay the daemon's (credentials.py)
-    assert [during["Uid"][i] for i in (0, 1, 3)] == [theirs["Uid"][i] for i in (0, 1, 3)]
-    assert [during["Gid"][i] for i in (0, 1, 3)] == [theirs["Gid"][i] for i in (0, 1, 3)]
+    # the filesystem ids are U's; real, effective and saved ones stay the daemon's, so that U
+    # cannot signal the thread meanwhile (credentials.py)
+    assert during["Uid"][3] == theirs["Uid"][3] and during["Gid"][3] == theirs["Gid"][3]
+    assert during["Uid"][:3] == seen["before"]["Uid"][:3] and during["Gid"][:3] == seen["before"]["Gid"][:3]
     assert during["Groups"] == theirs["Groups"]
     assert int(during["CapEff"][0], 16) == int(theirs["CapEff"][0], 16) | extra == extra
     assert seen["slabinfo"] == "EACCES"

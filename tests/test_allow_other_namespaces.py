@@ -17,10 +17,13 @@ from test_net_ksym import _after_sl, by_inode
 pytestmark = pytest.mark.fuse
 
 # Run as the user inside the namespace, by the system's python (the suite's may be where the
-# user cannot reach): reads each path, then its own fds as its /proc shows them.
+# user cannot reach): reads each path, then its own fds as its /proc shows them, and whether its
+# /proc/kallsyms shows it addresses (kallsyms_show_value(): the first address not zero, if any is).
 READ = r"""
 import json, os, sys
 out = {}
+with open("/proc/kallsyms") as f:
+    out["addresses"] = any(int(line.split(None, 1)[0], 16) for line in f)
 for path in sys.argv[1:]:
     try:
         with open(path, "rb") as f:
@@ -77,4 +80,5 @@ def test_a_user_in_a_pidns_sees_only_its_own_process_files_by_that_namespaces_pi
     # its /proc/self/fd was listed after the read, whose fd it held then and no longer does
     assert {str(row["fd"]): row["path"] for row in rows if row["path"] != read} == seen["fds"]
     assert [row["path"] for row in rows].count(read) == 1
-    assert all(row["f_op"] == 0 for row in rows)
+    # f_op: an address, shown as the user's own /proc/kallsyms shows it addresses
+    assert {row["f_op"] != 0 for row in rows} == {seen["addresses"]}

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,14 +17,17 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import run_iterfs
 from helpers import (
     iter_link_ids_of,
     maps_part,
     proc_fds,
     proc_state,
     settled,
+    start_mount,
     task_file_lines,
     without_gate_vma,
+    world_traversable_dir,
 )
 
 pytestmark = pytest.mark.fuse
@@ -448,3 +452,236 @@ def test_a_thousand_opens_by_root_and_a_user_each_see_only_their_own_view(shared
     assert policies, "the daemon holds no reader_policy map: task_file's program is not the one loaded"
     for map_id in policies:
         assert bpftool("map", "dump", "id", str(map_id)) == [], f"reader_policy map {map_id} keeps entries"
+
+
+# run as a user: per pid given, 0 if its readlink of /proc/PID/fd/0 reads the link, else the errno
+READLINK = r"""
+import os, sys
+for pid in sys.argv[1:]:
+    try:
+        os.readlink(f"/proc/{pid}/fd/0")
+        print(0)
+    except OSError as e:
+        print(e.errno)
+"""
+
+# prctl(PR_SET_DUMPABLE, 0), then a long sleep
+NON_DUMPABLE = "import ctypes; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); import time; time.sleep(1000)"
+
+
+def readlink_errnos(user, pids: list[int]) -> list[int]:
+    done = user.run("python3", "-I", "-S", "-c", READLINK, *(str(pid) for pid in pids))
+    assert done.returncode == 0, done.stderr.decode()
+    return [int(line) for line in done.stdout.decode().split()]
+
+
+def ids_of(pid: int) -> tuple[list[str], list[str]]:
+    """The Uid and Gid lines of /proc/PID/status: real, effective, saved, filesystem."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return status["Uid"].split(), status["Gid"].split()
+
+
+@pytest.fixture
+def unptraceable(users):
+    """Two processes of U's uid that U may not ptrace-read: a python3 that made itself
+    non-dumpable, and a sleep with V's gid (and no groups)."""
+    u, v = users
+    procs = []
+    try:
+        procs.append(u.spawn("python3", "-I", "-S", "-c", NON_DUMPABLE))
+        procs.append(subprocess.Popen(
+            ["setpriv", f"--reuid={u.uid}", f"--regid={v.gid}", "--clear-groups", "--",
+             "/usr/bin/env", "PATH=/usr/bin:/bin", "sleep", "1000"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        dumping, other_gid = procs
+
+        def now():  # exec'd, its /proc/PID/status root's once it is non-dumpable, and asleep in time.sleep()
+            try:
+                return (Path(f"/proc/{dumping.pid}/comm").read_text().strip(),
+                        os.stat(f"/proc/{dumping.pid}/status").st_uid, proc_state(dumping.pid))
+            except FileNotFoundError:
+                return None
+        assert settled(now, ("python3", 0, "S")) == ("python3", 0, "S")
+        wait_sleeping(other_gid.pid)
+        assert ids_of(dumping.pid) == ([str(u.uid)] * 4, [str(u.gid)] * 4)
+        assert ids_of(other_gid.pid) == ([str(u.uid)] * 4, [str(v.gid)] * 4)
+        yield SimpleNamespace(non_dumpable=dumping, other_gid=other_gid)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_task_file_and_task_vma_leave_out_a_users_own_processes_it_may_not_ptrace_read(
+        shared, users, sleepers, unptraceable):
+    """The ptrace rule's other branches: a process of U's uid that is not dumpable, or whose gid
+    is not U's, is one the kernel refuses U (readlink of /proc/PID/fd/0): iterfs shows U none of
+    it, while root sees it."""
+    u, _ = users
+    hidden = [unptraceable.non_dumpable.pid, unptraceable.other_gid.pid]
+    # the kernel's answer first: no for both, yes for U's plain sleep
+    assert readlink_errnos(u, [*hidden, sleepers.u.pid]) == [errno.EACCES, errno.EACCES, 0]
+    files = task_file_lines(read_as(u, shared / "task_file/all"))
+    vmas = read_as(u, shared / "task_vma/all")
+    assert fds_of(files, sleepers.u.pid) == proc_fds(sleepers.u.pid)
+    assert any(line.startswith(f"{sleepers.u.pid} ") for line in vmas.splitlines())
+    roots = {row["tgid"] for row in task_file_lines(shared.read("task_file/all"))}
+    for pid in hidden:
+        assert pid not in {row["tgid"] for row in files}, pid
+        assert not [line for line in vmas.splitlines() if line.split(" ", 1)[0] == str(pid)], pid
+        assert u.read(shared / f"task_file/pid={pid}") == (0, b""), pid
+        assert u.read(shared / f"task_vma/pid={pid}") == (0, b""), pid
+        # root sees them
+        assert pid in roots
+        theirs = task_file_lines(shared.read(f"task_file/pid={pid}"))
+        assert {row["tgid"] for row in theirs} == {pid} and fds_of(theirs, pid) == proc_fds(pid)
+        maps = shared.read(f"task_vma/pid={pid}")
+        assert maps and all(line.startswith(f"{pid} ") for line in maps.splitlines()), pid
+
+
+# run as a user: once a line comes on stdin, reads each path given (its "{pid}" its own) ROUNDS
+# times; says how many reads gave bytes, and the first failures
+READ_LOOP = r"""
+import json, os, sys
+rounds, paths = int(sys.argv[1]), [path.replace("{pid}", str(os.getpid())) for path in sys.argv[2:]]
+sys.stdin.readline()
+read, failed = 0, []
+for _ in range(rounds):
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                if f.read():
+                    read += 1
+                else:
+                    failed.append([path, "empty"])
+        except OSError as e:
+            failed.append([path, e.errno])
+print(json.dumps({"read": read, "failures": len(failed), "first": failed[:5]}))
+"""
+
+# run as a user: kill(own, 0) and kill(root's, 0) first, as ground truth; then, while process
+# reader runs, kill(tid, 0) of every thread of process daemon, listed afresh each round. Counts
+# the kills that went through, those refused, and those made while the thread had the user's
+# fsuid both before and after (it was serving the user meanwhile).
+PROBE = r"""
+import json, os, sys
+daemon, reader, own, roots = (int(arg) for arg in sys.argv[1:5])
+uid = os.getuid()
+
+def running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+def fsuid(tid):
+    try:
+        with open(f"/proc/{daemon}/task/{tid}/status") as f:
+            return next(int(line.split()[4]) for line in f if line.startswith("Uid:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+os.kill(own, 0)
+try:
+    os.kill(roots, 0)
+    refused = 0
+except PermissionError as e:
+    refused = e.errno
+print(json.dumps({"own": 0, "roots": refused}), flush=True)
+rounds = signalled = denied = while_serving = 0
+while running(reader):
+    rounds += 1
+    try:
+        tids = [int(tid) for tid in os.listdir(f"/proc/{daemon}/task")]
+    except FileNotFoundError:
+        break
+    for tid in tids:
+        before = fsuid(tid)
+        try:
+            os.kill(tid, 0)
+            signalled += 1
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            denied += 1
+        if before == uid == fsuid(tid):
+            while_serving += 1
+print(json.dumps(dict(rounds=rounds, signalled=signalled, denied=denied, while_serving=while_serving)), flush=True)
+"""
+
+
+def test_a_reader_cannot_signal_the_daemons_threads_while_they_serve_it(shared, users, sleepers):
+    """A thread serving U takes U's fsuid, not its real or effective uid: kill(tid, 0) by U, which
+    the kernel allows on U's own processes, is refused on every thread of the daemon, also on one
+    that has U's fsuid at that moment."""
+    u, _ = users
+    rounds = 2000
+    paths = [str(shared / "netlink/all"), str(shared / "tcp/all"), str(shared / "task_file/pid={pid}")]
+    reader = subprocess.Popen(u.command("python3", "-I", "-S", "-c", READ_LOOP, str(rounds), *paths),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    prober = None
+    try:
+        prober = subprocess.Popen(u.command("python3", "-I", "-S", "-c", PROBE, str(shared.pid), str(reader.pid),
+                                            str(sleepers.u.pid), str(sleepers.root.pid)), stdout=subprocess.PIPE)
+        # ground truth: the kernel lets U signal its own sleep, and refuses it root's
+        assert json.loads(prober.stdout.readline()) == {"own": 0, "roots": errno.EPERM}
+        out, _ = reader.communicate(b"go\n", timeout=600)
+        assert reader.returncode == 0
+        read = json.loads(out)
+        out, _ = prober.communicate(timeout=60)
+        assert prober.returncode == 0
+        probed = json.loads(out)
+    finally:
+        for proc in (reader, prober):
+            if proc:
+                proc.kill()
+                proc.wait()
+    assert read == {"read": rounds * len(paths), "failures": 0, "first": []}, read
+    # the kills were made while the reads went on, some at threads that were serving U then
+    assert probed["rounds"] > 0 and probed["denied"] > 0 and probed["while_serving"] > 0, probed
+    assert probed["signalled"] == 0, f"U signalled the daemon's threads {probed['signalled']} times: {probed}"
+
+
+@pytest.fixture
+def task_file_pin(fuse_host):
+    """A task_file/all pin made by iterfs pin, mode 0644 in directories of mode 0755, in a bpffs of
+    the test's own in a directory others may pass through; and a shared mount mirroring only that
+    bpffs: (the mount, the pin)."""
+    directory = world_traversable_dir()
+    bpffs = directory / "bpffs"
+    bpffs.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(bpffs)], check=True)
+    try:
+        (bpffs / "iters").mkdir()
+        pin = bpffs / "iters" / "files"
+        done = run_iterfs("pin", "task_file/all", str(pin))
+        assert done.returncode == 0, done.stderr
+        for path, mode in ((bpffs, 0o755), (pin.parent, 0o755), (pin, 0o644)):
+            os.chmod(path, mode)
+        mnt = start_mount(directory, ["--allow-other", "--bpffs", str(bpffs), "--debug"])
+        try:
+            yield mnt, pin
+        finally:
+            mnt.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(bpffs)], check=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_task_file_pin_shows_a_user_through_the_mirror_what_it_shows_the_user_itself(task_file_pin, users,
+                                                                                       sleepers):
+    """A pin shows what the pinner's walk shows, to whoever its permissions let open it
+    (bpf/reader.bpf.h): through pinned/ as directly, U's read has root's and V's sleeps too."""
+    u, _ = users
+    mnt, pin = task_file_pin
+    mirror = mnt / "pinned" / str(pin).lstrip("/")
+    started = {sleepers.u.pid, sleepers.v.pid, sleepers.root.pid}
+
+    def rows(view: str) -> set[tuple[int, int, str]]:
+        return {(r["tgid"], r["fd"], r["path"]) for r in task_file_lines(view) if r["tgid"] in started}
+
+    through, direct = rows(read_as(u, mirror)), rows(read_as(u, pin))
+    assert through == direct
+    assert direct == {(pid, fd, path) for pid in started for fd, path in proc_fds(pid).items()}
+    assert {sleepers.v.pid, sleepers.root.pid} <= {tgid for tgid, _, _ in through}, "the pinner's walk shows them"

@@ -101,6 +101,19 @@ def test_the_mount_is_private_to_root(mount):
     assert done.returncode == 1 and "needs root" in done.stderr
 
 
+def test_allow_other_is_refused_to_a_daemon_that_cannot_take_readers_credentials(tmp_path, fuse_host):
+    """Without CAP_SETUID and CAP_SETGID (here: out of the bounding set, so out of what root's
+    exec permits) no reader's credentials can be taken: the mount says so, and is not made."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    without = ["setpriv", "--bounding-set=-setuid,-setgid", "--"]
+    done = subprocess.run([*without, str(ITERFS), "mount", str(mnt), "--allow-other", "--log", str(tmp_path / "log")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "--allow-other: taking each reader's credentials needs CAP_SETUID and CAP_SETGID" in done.stderr
+    assert not is_mounted(mnt)
+
+
 def test_access_answers_as_the_mode_bits_say(mount):
     """No default_permissions: iterfs answers access(2) itself, as the kernel would from the modes."""
     for path, modes in ((mount / "task/all", "r--"), (mount / "task/README", "r--"), (mount / "task", "r-x")):
