@@ -245,11 +245,12 @@ def as_reader(creds: Credentials, call: Callable, path: str):
         raise Denied("pinned", f"{path}: {e.strerror}, with the reader's credentials") from None
 
 
-def store_default(map_fd: int) -> None:
-    """The daemon's policy for every thread that stores none, in a load that a pin outlives: it
-    is read through bpffs, where no one stores a policy, and shows whoever the pin's own
-    permissions let open it what the pinner's walk shows (reader.bpf.h)."""
-    _libbpf.map_update(map_fd, _KEY.pack(READER_DEFAULT_KEY), policy(None))
+def default_entry() -> tuple[bytes, bytes]:
+    """(key, value) of the daemon's policy for every thread that stores none (reader.bpf.h), in
+    the loads of a private mount (every reader is served as the daemon) and in a load a pin
+    outlives (read through bpffs, where no one stores a policy, it shows whoever the pin's own
+    permissions let open it what the pinner's walk shows)."""
+    return _KEY.pack(READER_DEFAULT_KEY), policy(None)
 
 
 _KEY = _FIRST = struct.Struct("=I")  # a key; the flags that begin a policy

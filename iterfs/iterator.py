@@ -282,9 +282,13 @@ class Stream:
 class Iterators:
     """Opens iterators by target name and parameters; owns every kernel handle it made."""
 
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, shared: bool = False):
+        """shared: readers other than the daemon's own are served (a mount with allow_other), so
+        a ptrace-filtering program shows no one anything unless their policy says so; otherwise
+        every load's default policy is the daemon's: every task, for every reader."""
         self._catalog = catalog
-        self._programs = Programs()
+        self._shared = shared
+        self._programs = Programs({} if shared else {access.POLICY_MAP: access.default_entry()})
         self.namespaces = Namespaces()
         self.daemon = credentials.own()  # this thread's now, before any reader's
         self._lock = threading.Lock()
@@ -333,7 +337,8 @@ class Iterators:
             formatter = functools.partial(recipe.fields.formatter, as_json) if recipe.fields else None
             map_fd = self._programs.map_fd(recipe, access.POLICY_MAP)
             policy = None
-            if map_fd is not None:  # the program filters by its reader's policy: its load stays while read
+            if map_fd is not None and (self._shared or grant.subject is not None):
+                # the program filters by its reader's policy: its load stays while read
                 self._programs.hold(recipe)
                 policy = access.ReaderPolicy(map_fd, grant.subject, functools.partial(self._programs.release, recipe))
             place = self.namespaces.place(target, reader, grant.assume, policy)
@@ -374,7 +379,7 @@ class Iterators:
         with self._link_parts(target, params, None, True) as (prog_fd, link_info, recipe, _):
             map_fd = self._programs.map_fd(recipe, access.POLICY_MAP)
             if map_fd is not None:  # read through bpffs, where no one stores a policy: as the pinner
-                access.store_default(map_fd)
+                _libbpf.map_update(map_fd, *access.default_entry())
             link_fd = _libbpf.link_create(prog_fd, link_info)
         try:
             _libbpf.obj_pin(link_fd, path)

@@ -173,7 +173,7 @@ def serve(opts: Options, ready: Callable[[], None]) -> None:
     if catalog.cannot_load:
         raise MountError(catalog.cannot_load)
     log.info("serving %s from %s", ", ".join(sorted(catalog.targets)), catalog.bpf_dir)
-    iterators = Iterators(catalog)
+    iterators = Iterators(catalog, shared=opts.allow_other)
     operations = IterFS(Tree(catalog, Mirror([str(p) for p in opts.bpffs])), iterators, str(opts.mountpoint),
                         shared=opts.allow_other)
     options = set(FUSE_OPTIONS)

@@ -100,6 +100,8 @@ class Place:
     def __init__(self, assume: Credentials | None = None, policy: ReaderPolicy | None = None):
         self._assume, self._policy = assume, policy
         self._reading = threading.local()
+        # nothing to do around reads: the daemon's namespaces and credentials (HERE, most opens)
+        self._plain = assume is None and policy is None and type(self)._entered is Place._entered
 
     def iter_create(self, link_fd: int) -> int:
         with self._as_reader(ITER_CREATE_CAPS):
@@ -110,7 +112,7 @@ class Place:
         """Around read()s of the iterator: one, or all those one request needs (the reads inside
         are then the outer call's, which enters, stores and switches once). first: nothing of
         the walk was read yet. No iter_create() inside: a setns() needs the daemon's credentials."""
-        if getattr(self._reading, "inside", False):
+        if self._plain or getattr(self._reading, "inside", False):
             yield
             return
         self._reading.inside = True

@@ -54,7 +54,8 @@ class _Failure:
 
 
 class _Loaded:
-    def __init__(self, recipe: Recipe):
+    def __init__(self, recipe: Recipe, entries: dict[str, tuple[bytes, bytes]]):
+        self._maps: dict[str, int | None] = {}
         with recipe.object_file() as path:
             self.obj = _libbpf.object_open(path)
         try:
@@ -69,9 +70,19 @@ class _Loaded:
             for section, offset, value in recipe.global_values:
                 _libbpf.object_set_initial(self.obj, section, offset, value)
             _libbpf.object_load(self.obj)
+            for name, (key, value) in entries.items():
+                fd = self.map_fd(name)
+                if fd is not None:
+                    _libbpf.map_update(fd, key, value)
         except OSError:
             _libbpf.object_close(self.obj)
             raise
+
+    def map_fd(self, name: str) -> int | None:
+        # found once per load: most opens ask for a map their object does not have
+        if name not in self._maps:
+            self._maps[name] = _libbpf.object_map_fd(self.obj, name)
+        return self._maps[name]
 
     def close(self) -> None:
         _libbpf.object_close(self.obj)
@@ -113,7 +124,9 @@ def _key(recipe: Recipe) -> _Key:
 class Programs:
     """Loaded objects, one per recipe, loaded on first use and kept as the module says."""
 
-    def __init__(self) -> None:
+    def __init__(self, entries: dict[str, tuple[bytes, bytes]] | None = None) -> None:
+        """entries: map name -> (key, value), written into that map of every load that has it."""
+        self._entries = entries or {}
         self._lock = threading.Lock()
         # per key being loaded: its lock, and how many opens hold or wait for it; the entry
         # goes with the last of them, so every load of a key takes the same lock
@@ -191,7 +204,7 @@ class Programs:
         it for one more), or None if the object has no such map."""
         with self._lock:
             loaded = self._loaded.get(_key(recipe))
-        return _libbpf.object_map_fd(loaded.obj, name) if isinstance(loaded, _Loaded) else None
+        return loaded.map_fd(name) if isinstance(loaded, _Loaded) else None
 
     def hold(self, recipe: Recipe) -> None:
         """One more use of a load prog_fd() gave, released by one more release(): an open that
@@ -232,11 +245,10 @@ class Programs:
             if isinstance(loaded, _Loaded):
                 loaded.close()
 
-    @staticmethod
-    def _load(recipe: Recipe) -> _Loaded | _Failure:
+    def _load(self, recipe: Recipe) -> _Loaded | _Failure:
         started = time.monotonic()
         try:
-            loaded = _Loaded(recipe)
+            loaded = _Loaded(recipe, self._entries)
         except OSError as e:
             # libbpf has logged the verifier's output just before this line. EPERM is never the
             # verifier's verdict on a program (that is EACCES or EINVAL): it is the kernel's policy.
