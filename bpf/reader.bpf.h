@@ -2,12 +2,17 @@
 /*
  * The ptrace rule for programs whose kernel view needs it (/proc/PID/fd and
  * /proc/PID/maps: PTRACE_MODE_READ_FSCREDS), which the kernel does not apply
- * to an iterator. Before each read() of an iterator of such a program, the
- * daemon stores the policy of the open's reader under the id of the thread
- * that reads (iterfs/access.py), and deletes it after: a thread reads for one
- * open at a time, so no run sees another reader's policy. No entry: nothing is
- * shown. Include it after iterfs.bpf.h; a user's view that includes it and
- * declares the rule (iterfs(7)) gets the same policy.
+ * to an iterator. Before the read()s of an iterator of such a program that a
+ * request needs, the daemon stores the policy of the open's reader under the
+ * id of the thread that reads (iterfs/access.py), and deletes it after: a
+ * thread reads for one open at a time, so no run sees another reader's
+ * policy. No entry: nothing is shown, unless the load has a default
+ * (READER_DEFAULT_KEY), the daemon's (every task): the loads of a private
+ * mount, whose readers are all served as the daemon, have one, and so does the
+ * load iterfs pin pins, whose reads through bpffs store nothing (whoever the
+ * pin's own permissions let open it reads it all, as the pinner chose). A
+ * shared mount's loads have none. Include it after iterfs.bpf.h; a user's view
+ * that includes it and declares the rule (iterfs(7)) gets the same policy.
  */
 #ifndef __ITERFS_READER_BPF_H
 #define __ITERFS_READER_BPF_H
