@@ -98,6 +98,26 @@ def shared(fuse_host):
 
 
 @pytest.fixture
+def netns(tmp_path):
+    """A network namespace with sockets of every kind the net targets walk (test_namespaces.NetNs)."""
+    from test_namespaces import NetNs
+
+    ns = NetNs(tmp_path)
+    yield ns
+    ns.close()
+
+
+@pytest.fixture
+def pidns(tmp_path):
+    """A pid namespace with a mount of its own /proc and a few processes (test_namespaces.PidNs)."""
+    from test_namespaces import PidNs
+
+    ns = PidNs(tmp_path)
+    yield ns
+    ns.kill()
+
+
+@pytest.fixture
 def bpffs(tmp_path):
     """A bpffs of the test's own, for pinning maps it creates (unmounting frees them)."""
     path = tmp_path / "bpffs"

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from helpers import task_file_lines
-from test_namespaces import NetNs, PidNs, run
+from test_namespaces import run
 from test_net_ksym import _after_sl, by_inode
 
 pytestmark = pytest.mark.fuse
@@ -43,20 +43,6 @@ print(json.dumps(out))
 
 def read_as(prefix: list[str], user, *paths: str) -> dict:
     return json.loads(run([*prefix, *user.command("python3", "-I", "-S", "-c", READ, *paths)]).stdout)
-
-
-@pytest.fixture
-def netns(tmp_path):
-    ns = NetNs(tmp_path)
-    yield ns
-    ns.close()
-
-
-@pytest.fixture
-def pidns(tmp_path):
-    ns = PidNs(tmp_path)
-    yield ns
-    ns.kill()
 
 
 def test_a_user_in_a_netns_reads_tcp_as_that_namespaces_proc_net_shows_it_to_the_user(shared, users, netns):

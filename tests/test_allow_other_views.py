@@ -29,6 +29,7 @@ from helpers import (
     without_gate_vma,
     world_traversable_dir,
 )
+from test_net_ksym import _after_sl, by_inode, inode_of
 
 pytestmark = pytest.mark.fuse
 
@@ -189,24 +190,6 @@ def test_task_vma_as_a_user_is_its_proc_maps_and_nothing_of_another_users(shared
     assert shared.read(f"task_vma/pid={theirs}")  # while root sees them
 
 
-def by_inode(view: str, column: int) -> dict[int, str]:
-    """Lines keyed by their inode column (counted from 0); header lines are skipped."""
-    rows = {}
-    for line in view.splitlines():
-        fields = line.split()
-        if len(fields) > column and fields[column].isdigit():
-            rows[int(fields[column])] = line
-    return rows
-
-
-def inode_of(sock: socket.socket) -> int:
-    return os.fstat(sock.fileno()).st_ino
-
-
-def after_sl(line: str) -> str:
-    return line.split(":", 1)[1]
-
-
 @pytest.fixture
 def inet_sockets():
     """{"tcp": [...], "udp": [...]}: a listener, a connection with unread bytes, a UDP pair with a
@@ -247,7 +230,7 @@ def test_inet_sockets_as_a_user_are_its_proc_net(shared, users, inet_sockets, ta
         truth_text = read_as(u, f"/proc/net/{target}")
         truth = {**by_inode(truth_text, 9), **by_inode(read_as(u, f"/proc/net/{target}6"), 9)}
         rows = by_inode(ours, 9)
-        mismatched = [s for s in sockets if after_sl(rows.get(inode_of(s), ":")) != after_sl(truth[inode_of(s)])]
+        mismatched = [s for s in sockets if _after_sl(rows.get(inode_of(s), ":")) != _after_sl(truth[inode_of(s)])]
         if not mismatched:
             break
     assert ours.splitlines()[0] == truth_text.splitlines()[0]
@@ -366,8 +349,8 @@ def test_a_thousand_opens_by_root_and_a_user_each_see_only_their_own_view(shared
         assert walked == proc_fds(mine)
         root_fds = proc_fds(roots)
         inode = inode_of(listener)
-        listening = {"root": after_sl(by_inode(Path("/proc/net/tcp").read_text(), 9)[inode]),
-                     "user": after_sl(by_inode(read_as(u, "/proc/net/tcp"), 9)[inode])}
+        listening = {"root": _after_sl(by_inode(Path("/proc/net/tcp").read_text(), 9)[inode]),
+                     "user": _after_sl(by_inode(read_as(u, "/proc/net/tcp"), 9)[inode])}
         expected = {
             ("root", "root's"): (root_fds, addresses.root), ("root", "u's"): (walked, addresses.root),
             ("user", "root's"): ({}, addresses.user), ("user", "u's"): (walked, addresses.user),
@@ -386,7 +369,7 @@ def test_a_thousand_opens_by_root_and_a_user_each_see_only_their_own_view(shared
         def judge(side: str, name: str, got: str) -> str | None:
             if name == "tcp":
                 line = by_inode(got, 9).get(inode)
-                if line is None or after_sl(line) != listening[side]:
+                if line is None or _after_sl(line) != listening[side]:
                     return f"{side}'s tcp/all shows the listener as {line!r}, its /proc/net/tcp {listening[side]!r}"
                 return None
             rows = task_file_lines(got)

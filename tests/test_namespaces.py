@@ -250,13 +250,6 @@ def read_line(proc: subprocess.Popen, what: str, timeout: float = 30.0) -> str:
 
 
 @pytest.fixture
-def netns(tmp_path):
-    ns = NetNs(tmp_path)
-    yield ns
-    ns.close()
-
-
-@pytest.fixture
 def host_sockets(tmp_path):
     """A listening TCP socket and a bound unix socket of the host's, made by the test."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -380,13 +373,6 @@ class PidNs:
             self.proc.kill()
         self.proc.wait(10)
         self.proc.stdout.close()
-
-
-@pytest.fixture
-def pidns(tmp_path):
-    ns = PidNs(tmp_path)
-    yield ns
-    ns.kill()
 
 
 def test_task_all_read_in_a_pidns_is_that_namespaces_proc(mount, pidns):
