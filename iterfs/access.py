@@ -210,15 +210,15 @@ class ReaderPolicy:
     def __init__(self, map_fd: int, creds: Credentials | None, done: Callable[[], None]):
         self._fd, self._done = map_fd, done
         self._value = policy(creds)
+        # the same before a walk's first line: the program prints the header with it
+        self._first = _FLAGS.pack(_FLAGS.unpack_from(self._value)[0] | READER_HEADER) + self._value[_FLAGS.size:]
 
     @contextlib.contextmanager
     def stored(self, first: bool) -> Iter[None]:
         """The policy under the calling thread's id while it reads: the program finds it there.
         first: the walk has shown nothing yet (a header goes before its first line)."""
         key = _KEY.pack(threading.get_native_id())
-        value = _FIRST.pack(_FIRST.unpack_from(self._value)[0] | READER_HEADER) + self._value[4:] if first \
-            else self._value
-        _libbpf.map_update(self._fd, key, value)
+        _libbpf.map_update(self._fd, key, self._first if first else self._value)
         try:
             yield
         finally:
@@ -253,4 +253,4 @@ def default_entry() -> tuple[bytes, bytes]:
     return _KEY.pack(READER_DEFAULT_KEY), policy(None)
 
 
-_KEY = _FIRST = struct.Struct("=I")  # a key; the flags that begin a policy
+_KEY = _FLAGS = struct.Struct("=I")  # a key; the flags that begin a policy

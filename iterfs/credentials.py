@@ -128,10 +128,15 @@ def of_thread(tid: int, uid: int, gid: int) -> Credentials:
         if tid:
             log.debug("thread %d: its credentials cannot be read (%s): uid %d, gid %d, nothing more", tid, e,
                       uid, gid)
-        return Credentials((uid, uid, uid), (gid, gid, gid), (), 0, 0)
+        return _only(uid, gid)
     if (creds.fsuid, creds.fsgid) != (uid, gid):  # it changed them since it asked: trust neither
-        return Credentials((uid, uid, uid), (gid, gid, gid), (), 0, 0)
+        return _only(uid, gid)
     return creds
+
+
+def _only(uid: int, gid: int) -> Credentials:
+    """A reader known by the ids FUSE gave alone: no groups, no capabilities, no user namespace."""
+    return Credentials((uid, uid, uid), (gid, gid, gid), (), 0, 0)
 
 
 def own() -> Credentials:
