@@ -4,6 +4,7 @@
  * /proc/PID/maps shows for it, byte for byte. Columns: iterfs/readmes/task_vma.
  */
 #include "iterfs.bpf.h"
+#include "path.bpf.h"
 #include "reader.bpf.h"
 
 char _license[] SEC("license") = "GPL";
@@ -101,7 +102,7 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 			return 0;
 		}
 		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s ", tgid, prefix);
-		if (seq_write_path(seq, &file->f_path))
+		if (seq_write_file_path(seq, file))
 			return 1;
 		BPF_SEQ_PRINTF(seq, "\n");
 		return 0;

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from helpers import (
     proc_state,
     proc_status,
     proc_threads,
+    stopped,
     task_file_lines,
     task_lines,
     without_gate_vma,
@@ -70,6 +73,35 @@ def test_task_vma_is_proc_maps_byte_for_byte(mount, child):
     assert "".join(line.split(" ", 1)[1] for line in ours.splitlines(keepends=True)) == maps
     for name in ("[heap]", "[stack]", "[vdso]", "iterfs-child-"):
         assert name in ours
+
+
+def test_task_vma_names_files_as_proc_maps_does_across_mounts_and_pseudo_files(mount, child, tmp_path):
+    """The program walks d_path() itself (bpf/path.bpf.h): each of its turns against the kernel's."""
+    nested = tmp_path / "a mount"
+    nested.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "iterfs-test", nested], check=True)
+    try:
+        deep = nested / "dir with spaces" / "b"
+        deep.mkdir(parents=True)
+        kept, gone = deep / "kept file", nested / "gone"
+        for path in (kept, gone):
+            path.write_bytes(b"x" * mmap.PAGESIZE)
+            child.command(f"map {path}")
+        gone.unlink()
+        child.command("memfd iterfs-memfd")
+        child.command("perf")
+        child.add_mappings(1)  # shared anonymous memory is a file of shmem's: /dev/zero (deleted)
+        with stopped(child):
+            ours = mount.read(f"task_vma/pid={child.pid}")
+            maps = without_gate_vma(open(f"/proc/{child.pid}/maps").read())
+        names = [f"{kept}", f"{gone} (deleted)", "/memfd:iterfs-memfd (deleted)", "anon_inode:[perf_event]",
+                 "/dev/zero (deleted)"]
+        assert all(any(line.endswith(" " + name) for line in maps.splitlines()) for name in names), maps
+        assert "".join(line.split(" ", 1)[1] for line in ours.splitlines(keepends=True)) == maps
+    finally:
+        child.proc.kill()  # its mappings keep the mount busy
+        child.proc.wait()
+        subprocess.run(["umount", nested], check=True)
 
 
 def test_task_lists_exactly_the_threads_of_proc(mount, child):
