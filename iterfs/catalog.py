@@ -31,6 +31,8 @@ from .objects import ObjectError, read_object
 from .views import FileIdentity, UserObjects, View, ViewsError, open_object
 
 log = logging.getLogger(__name__)
+# its own logger: a one-off reader (iterfs cat) need not hear of targets it does not read
+refusals = logging.getLogger(__name__ + ".refusals")
 
 BUNDLED_DIR = Path(__file__).parent / "bpf"
 READMES_DIR = Path(__file__).parent / "readmes"
@@ -213,12 +215,12 @@ class Catalog:
         percpu = self._walk_flag(walk) if walk and walk.via in self.targets and walk.via not in self.refused \
             else None
         if percpu:
-            log.warning("%s; serving it through %s with %s", why, walk.via, walk.object_name)
+            refusals.warning("%s; serving it through %s with %s", why, walk.via, walk.object_name)
             self._percpu_flags[name] = percpu
             self.targets[name] = Recipe(name, self.bpf_dir / walk.object_name, walk.program,
                                         params_mod.schema_for(name), through=walk.via)
         else:
-            log.warning("%s; its files give %s", why, errno.errorcode.get(code, code))
+            refusals.warning("%s; its files give %s", why, errno.errorcode.get(code, code))
             self.targets[name] = replace(self.targets[name], refused=code)
 
     def _walk_flag(self, walk: Walk) -> Global | None:

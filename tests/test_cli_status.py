@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import run_iterfs
-from helpers import ITERFS, settled, start_mount
+from helpers import ITERFS, kernel_refusal, settled, start_mount
 
 pytestmark = pytest.mark.fuse
 
@@ -21,12 +22,23 @@ def test_targets_lists_every_kernel_target_with_its_parameters():
     kernel = {m for m in re.findall(r"STRUCT 'bpf_iter__(\w+)'", btf) if "__" not in m}
     done = run_iterfs("targets")
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    table, _, notes = done.stdout.partition("\n\n")  # the notes on refused targets follow a blank line
+    lines, notes = table.splitlines(), notes.splitlines()
     assert lines[0].split() == ["TARGET", "KERNEL", "PROGRAMS", "PARAMETERS"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert kernel <= set(rows)
     for name in kernel:
-        assert rows[name].split()[1] == "yes"
+        code = kernel_refusal(name)  # the kernel's answer to the smallest program of the target
+        if not code:
+            assert rows[name].split()[1] == "yes"
+        elif " through " in rows[name]:  # served by another target's walk, with the same lines
+            assert rows[name].split()[1] == "yes"
+            assert any(n.startswith(f"{name}: its own programs are refused by this kernel") for n in notes)
+        else:
+            assert rows[name].split()[1] == "refused"
+            code_name = errno.errorcode[code]
+            assert f"{name}: refused by this kernel ({code_name}): its files give {code_name}" in notes
+    assert len(notes) == sum(1 for name in kernel if kernel_refusal(name))
     assert rows["task_vma"].split()[-3:] == ["all", "pid=", "tid="]
     assert rows["bpf_map_elem"].split()[-1] == "map_id=" and "all" not in rows["bpf_map_elem"].split()[3:]
     assert rows["cgroup"].endswith("all id= order=")
