@@ -15,12 +15,19 @@
 
 /* Directories followed up from a file (d_path() has no limit); deeper paths print "?". */
 #define PATH_DEPTH 256
+/* Steps of the walk: a directory up, or a mount crossed */
+#define PATH_STEPS (4 * PATH_DEPTH)
+
+/* include/linux/fs.h: FMODE_BACKING moved from bit 25 to bit 24 in Linux 6.14 (fsnotify's pre-content bits) */
+extern unsigned int LINUX_KERNEL_VERSION __kconfig;
+#define FMODE_BACKING (1U << (LINUX_KERNEL_VERSION >= KERNEL_VERSION(6, 14, 0) ? 24 : 25))
 
 /* The d_dname() operations of the pseudo filesystems; 0 where this kernel has none. */
 extern const void simple_dname __ksym __weak;
 extern const void anon_inodefs_dname __ksym __weak;
 extern const void pipefs_dname __ksym __weak;
 extern const void sockfs_dname __ksym __weak;
+extern const void dmabuf_dname __ksym __weak;
 
 struct path_walk {
 	struct dentry *dentry;
@@ -30,6 +37,7 @@ struct path_walk {
 	struct seq_file *seq;
 	int slot;
 	__u32 depth;
+	bool done;  /* the walk reached its end, not the end of its steps */
 };
 
 static __always_inline struct mount *real_mount(struct vfsmount *mnt)
@@ -62,29 +70,32 @@ static long path_up(__u32 i, struct path_walk *w)
 	__u32 at;
 
 	if (d == w->root_dentry && mnt == w->root_mnt)
-		return 1;
+		goto done;
 	if (d == BPF_CORE_READ(mnt, mnt.mnt_root)) {
 		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
 
-		if (up == mnt)  /* the root of the namespace, or of a detached mount */
-			return 1;
+		if (up == mnt)  /* the root of the namespace, or of a detached mount: what was walked */
+			goto done;
 		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		w->mnt = up;
 		return 0;
 	}
 	parent = BPF_CORE_READ(d, d_parent);
-	if (parent == d)  /* escaped the root: what d_path() prints is what was walked */
-		return 1;
+	if (parent == d) {  /* escaped: the root of a filesystem that is not its mount's root */
+		w->depth = 0;  /* prepend_path() drops what it walked and prints "/" */
+		goto done;
+	}
 	names = path_names(w->slot);
 	at = w->depth;
-	if (!names || at >= PATH_DEPTH) {
-		w->depth = PATH_DEPTH + 1;
+	if (!names || at >= PATH_DEPTH)
 		return 1;
-	}
 	names[at] = BPF_CORE_READ(d, d_name.name);
 	w->depth = at + 1;
 	w->dentry = parent;
 	return 0;
+done:
+	w->done = true;
+	return 1;
 }
 
 static long path_print(__u32 i, struct path_walk *w)
@@ -112,21 +123,52 @@ static __always_inline int seq_write_dname(struct seq_file *seq, struct dentry *
 		BPF_SEQ_PRINTF(seq, "pipe:[%lu]", ino);
 	else if (dname == &sockfs_dname)
 		BPF_SEQ_PRINTF(seq, "socket:[%lu]", ino);
-	else
+	else if (dname == &dmabuf_dname && bpf_core_field_exists(((struct dma_buf *)0)->name)) {
+		struct dma_buf *dmabuf = BPF_CORE_READ(dentry, d_fsdata);
+		const char *buf_name = BPF_CORE_READ(dmabuf, name);
+
+		BPF_SEQ_PRINTF(seq, "/%s:%s", name, buf_name ? buf_name : "");
+	} else
 		return 0;
 	return 1;
 }
 
 /*
- * Writes what d_path() makes of @file's path, relative to the reading task's
- * root, as seq_write_path() does with bpf_d_path(). Returns 1 when no scratch
- * slot was free, so the caller can ask for a retry.
+ * An overlayfs file's mapping holds the file of a layer below, a backing
+ * file, which keeps the overlay's path: file_user_path() and
+ * file_user_inode() (include/linux/fs.h) are what /proc/PID/maps shows.
  */
-static __always_inline int seq_write_file_path(struct seq_file *seq, struct file *file)
+static __always_inline struct backing_file *backing_file_of(struct file *file)
+{
+	if (bpf_core_type_exists(struct backing_file) && (BPF_CORE_READ(file, f_mode) & FMODE_BACKING))
+		return (void *)file - bpf_core_field_offset(struct backing_file, file);
+	return NULL;
+}
+
+static __always_inline const struct path *file_user_path(struct file *file)
+{
+	struct backing_file *backing = backing_file_of(file);
+
+	return backing ? &backing->user_path : &file->f_path;
+}
+
+static __always_inline struct inode *file_user_inode(struct file *file)
+{
+	struct backing_file *backing = backing_file_of(file);
+
+	return backing ? BPF_CORE_READ(backing, user_path.dentry, d_inode) : BPF_CORE_READ(file, f_inode);
+}
+
+/*
+ * Writes what d_path() makes of @path, relative to the reading task's root,
+ * as seq_write_path() does with bpf_d_path(). Returns 1 when no scratch slot
+ * was free, so the caller can ask for a retry.
+ */
+static __always_inline int seq_write_path_walked(struct seq_file *seq, const struct path *path)
 {
 	struct task_struct *current = (void *)bpf_get_current_task();
-	struct dentry *dentry = BPF_CORE_READ(file, f_path.dentry);
-	struct mount *mnt = real_mount(BPF_CORE_READ(file, f_path.mnt));
+	struct dentry *dentry = BPF_CORE_READ(path, dentry);
+	struct mount *mnt = real_mount(BPF_CORE_READ(path, mnt));
 	const struct dentry_operations *ops = BPF_CORE_READ(dentry, d_op);
 	const void *dname = ops ? BPF_CORE_READ(ops, d_dname) : NULL;
 	int root = dentry == BPF_CORE_READ(dentry, d_parent);
@@ -141,8 +183,8 @@ static __always_inline int seq_write_file_path(struct seq_file *seq, struct file
 		return 1;
 	w.root_dentry = BPF_CORE_READ(current, fs, root.dentry);
 	w.root_mnt = real_mount(BPF_CORE_READ(current, fs, root.mnt));
-	bpf_loop(PATH_DEPTH + 1, path_up, &w, 0);
-	if (w.depth > PATH_DEPTH)
+	bpf_loop(PATH_STEPS, path_up, &w, 0);
+	if (!w.done)
 		BPF_SEQ_PRINTF(seq, "?");
 	else if (w.depth == 0)
 		BPF_SEQ_PRINTF(seq, "/");
@@ -150,7 +192,7 @@ static __always_inline int seq_write_file_path(struct seq_file *seq, struct file
 		bpf_loop(w.depth, path_print, &w, 0);
 	scratch_release(s, w.slot);
 	/* d_unlinked(): removed from the dcache's hash, and not a root */
-	if (w.depth <= PATH_DEPTH && !BPF_CORE_READ(dentry, d_hash.pprev) && !root)
+	if (!BPF_CORE_READ(dentry, d_hash.pprev) && !root)
 		BPF_SEQ_PRINTF(seq, " (deleted)");
 	return 0;
 }

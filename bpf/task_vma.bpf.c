@@ -83,8 +83,10 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 	flags = vma->vm_flags;
 	file = vma->vm_file;
 	if (file) {
-		dev = file->f_inode->i_sb->s_dev;
-		ino = file->f_inode->i_ino;
+		struct inode *inode = file_user_inode(file);
+
+		dev = BPF_CORE_READ(inode, i_sb, s_dev);
+		ino = BPF_CORE_READ(inode, i_ino);
 		pgoff = (__u64)vma->vm_pgoff << PAGE_SHIFT;
 	}
 	BPF_SNPRINTF(prefix, sizeof(prefix), "%08lx-%08lx %c%c%c%c %08llx %02x:%02x %lu ",
@@ -102,7 +104,7 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 			return 0;
 		}
 		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s ", tgid, prefix);
-		if (seq_write_file_path(seq, file))
+		if (seq_write_path_walked(seq, file_user_path(file)))
 			return 1;
 		BPF_SEQ_PRINTF(seq, "\n");
 		return 0;

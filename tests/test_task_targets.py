@@ -77,31 +77,45 @@ def test_task_vma_is_proc_maps_byte_for_byte(mount, child):
 
 def test_task_vma_names_files_as_proc_maps_does_across_mounts_and_pseudo_files(mount, child, tmp_path):
     """The program walks d_path() itself (bpf/path.bpf.h): each of its turns against the kernel's."""
-    nested = tmp_path / "a mount"
-    nested.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "iterfs-test", nested], check=True)
+    top = tmp_path / "a mount"
+    top.mkdir()
+    mounts = []
+
+    def mounted(*args: str) -> None:
+        subprocess.run(["mount", *args], check=True)
+        mounts.append(args[-1])
+
     try:
-        deep = nested / "dir with spaces" / "b"
-        deep.mkdir(parents=True)
-        kept, gone = deep / "kept file", nested / "gone"
+        mounted("-t", "tmpfs", "iterfs-test", str(top))
+        for d in ("dir with spaces/b", "lower", "upper", "work", "overlay", "moved/sub", "bound"):
+            (top / d).mkdir(parents=True)
+        kept, gone = top / "dir with spaces" / "b" / "kept file", top / "gone"
+        (top / "lower" / "layered").write_bytes(b"x" * mmap.PAGESIZE)
+        (top / "moved" / "sub" / "out").write_bytes(b"x" * mmap.PAGESIZE)
+        mounted("-t", "overlay", "iterfs-test", "-o", f"lowerdir={top}/lower,upperdir={top}/upper,workdir={top}/work",
+                str(top / "overlay"))  # a mapping of a file of the layer below, named by the overlay's path
+        mounted("--bind", str(top / "moved" / "sub"), str(top / "bound"))
         for path in (kept, gone):
             path.write_bytes(b"x" * mmap.PAGESIZE)
+        for path in (kept, gone, top / "overlay" / "layered", top / "bound" / "out"):
             child.command(f"map {path}")
         gone.unlink()
+        (top / "moved" / "sub" / "out").rename(top / "moved" / "out")  # now outside what is bound: "/"
         child.command("memfd iterfs-memfd")
         child.command("perf")
         child.add_mappings(1)  # shared anonymous memory is a file of shmem's: /dev/zero (deleted)
         with stopped(child):
             ours = mount.read(f"task_vma/pid={child.pid}")
             maps = without_gate_vma(open(f"/proc/{child.pid}/maps").read())
-        names = [f"{kept}", f"{gone} (deleted)", "/memfd:iterfs-memfd (deleted)", "anon_inode:[perf_event]",
-                 "/dev/zero (deleted)"]
+        names = [f"{kept}", f"{gone} (deleted)", f"{top}/overlay/layered", "/", "/memfd:iterfs-memfd (deleted)",
+                 "anon_inode:[perf_event]", "/dev/zero (deleted)"]
         assert all(any(line.endswith(" " + name) for line in maps.splitlines()) for name in names), maps
         assert "".join(line.split(" ", 1)[1] for line in ours.splitlines(keepends=True)) == maps
     finally:
-        child.proc.kill()  # its mappings keep the mount busy
+        child.proc.kill()  # its mappings keep the mounts busy
         child.proc.wait()
-        subprocess.run(["umount", nested], check=True)
+        for path in reversed(mounts):
+            subprocess.run(["umount", path], check=True)
 
 
 def test_task_lists_exactly_the_threads_of_proc(mount, child):
