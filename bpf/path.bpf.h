@@ -134,29 +134,21 @@ static __always_inline int seq_write_dname(struct seq_file *seq, struct dentry *
 }
 
 /*
- * An overlayfs file's mapping holds the file of a layer below, a backing
- * file, which keeps the overlay's path: file_user_path() and
- * file_user_inode() (include/linux/fs.h) are what /proc/PID/maps shows.
+ * file_user_path() and file_user_inode() (include/linux/fs.h), what
+ * /proc/PID/maps shows: an overlayfs file's mapping holds the file of a layer
+ * below, a backing file, which keeps the overlay's path.
  */
-static __always_inline struct backing_file *backing_file_of(struct file *file)
+static __always_inline const struct path *file_user_path(struct file *file, struct inode **inode)
 {
-	if (bpf_core_type_exists(struct backing_file) && (BPF_CORE_READ(file, f_mode) & FMODE_BACKING))
-		return (void *)file - bpf_core_field_offset(struct backing_file, file);
-	return NULL;
-}
+	struct backing_file *backing;
 
-static __always_inline const struct path *file_user_path(struct file *file)
-{
-	struct backing_file *backing = backing_file_of(file);
-
-	return backing ? &backing->user_path : &file->f_path;
-}
-
-static __always_inline struct inode *file_user_inode(struct file *file)
-{
-	struct backing_file *backing = backing_file_of(file);
-
-	return backing ? BPF_CORE_READ(backing, user_path.dentry, d_inode) : BPF_CORE_READ(file, f_inode);
+	if (bpf_core_type_exists(struct backing_file) && (BPF_CORE_READ(file, f_mode) & FMODE_BACKING)) {
+		backing = (void *)file - bpf_core_field_offset(struct backing_file, file);
+		*inode = BPF_CORE_READ(backing, user_path.dentry, d_inode);
+		return &backing->user_path;
+	}
+	*inode = BPF_CORE_READ(file, f_inode);
+	return &file->f_path;
 }
 
 /*

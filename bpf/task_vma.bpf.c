@@ -66,6 +66,8 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 	struct vm_area_struct *vma = ctx->vma;
 	unsigned long flags;
 	struct file *file;
+	const struct path *path = NULL;
+	struct inode *inode;
 	const char *name;
 	__u64 pgoff = 0, ino = 0;
 	__u32 dev = 0;
@@ -83,8 +85,7 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 	flags = vma->vm_flags;
 	file = vma->vm_file;
 	if (file) {
-		struct inode *inode = file_user_inode(file);
-
+		path = file_user_path(file, &inode);
 		dev = BPF_CORE_READ(inode, i_sb, s_dev);
 		ino = BPF_CORE_READ(inode, i_ino);
 		pgoff = (__u64)vma->vm_pgoff << PAGE_SHIFT;
@@ -104,7 +105,7 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 			return 0;
 		}
 		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s ", tgid, prefix);
-		if (seq_write_path_walked(seq, file_user_path(file)))
+		if (seq_write_path_walked(seq, path))
 			return 1;
 		BPF_SEQ_PRINTF(seq, "\n");
 		return 0;

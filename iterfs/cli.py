@@ -247,10 +247,11 @@ def _status(args: argparse.Namespace) -> int:
 
 def _cat(args: argparse.Namespace) -> int:
     from .api import Session
+    from .catalog import refusals
 
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format=LOG_FORMAT)
     if not args.debug:  # a refused target's own files say why it is refused, when they are read
-        logging.getLogger("iterfs.catalog.refusals").setLevel(logging.ERROR)
+        refusals.setLevel(logging.ERROR)
     out = sys.stdout.buffer
     with Session(args.bpf_dir) as session:
         for path in args.paths:
