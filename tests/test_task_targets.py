@@ -11,6 +11,7 @@ import time
 import pytest
 
 from helpers import (
+    maps_part,
     proc_fds,
     proc_state,
     proc_status,
@@ -70,7 +71,7 @@ def test_task_vma_is_proc_maps_byte_for_byte(mount, child):
     finally:
         os.kill(child.pid, signal.SIGCONT)
     assert all(line.startswith(f"{child.pid} ") for line in ours.splitlines())
-    assert "".join(line.split(" ", 1)[1] for line in ours.splitlines(keepends=True)) == maps
+    assert maps_part(ours) == maps
     for name in ("[heap]", "[stack]", "[vdso]", "iterfs-child-"):
         assert name in ours
 
@@ -110,7 +111,7 @@ def test_task_vma_names_files_as_proc_maps_does_across_mounts_and_pseudo_files(m
         names = [f"{kept}", f"{gone} (deleted)", f"{top}/overlay/layered", "/", "/memfd:iterfs-memfd (deleted)",
                  "anon_inode:[perf_event]", "/dev/zero (deleted)"]
         assert all(any(line.endswith(" " + name) for line in maps.splitlines()) for name in names), maps
-        assert "".join(line.split(" ", 1)[1] for line in ours.splitlines(keepends=True)) == maps
+        assert maps_part(ours) == maps
     finally:
         child.proc.kill()  # its mappings keep the mounts busy
         child.proc.wait()
