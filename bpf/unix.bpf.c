@@ -8,6 +8,16 @@ char _license[] SEC("license") = "GPL";
 #define __SO_ACCEPTCON	(1 << 16)
 /* sizeof(struct sockaddr_un::sun_path) */
 #define UNIX_PATH_MAX	108
+/*
+ * net/unix/af_unix.c: a walk position is bucket << BUCKET_SPACE | offset, the
+ * offset counting from 1 at the bucket's first socket. BUCKET_SPACE is
+ * BITS_PER_LONG - (UNIX_HASH_BITS + 1) - 1, with UNIX_HASH_BITS 8 since the
+ * unix iterator exists.
+ */
+#define UNIX_BUCKET_SPACE	(64 - (8 + 1) - 1)
+#define UNIX_OFFSET(pos)	((pos) & ((1ULL << UNIX_BUCKET_SPACE) - 1))
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
 /*
  * The address as unix_seq_show() prints it: a filesystem path up to its NUL,
@@ -34,22 +44,13 @@ static __always_inline void seq_write_addr(struct seq_file *seq, struct unix_add
 		bpf_seq_write(seq, buf, len);
 }
 
-SEC("iter/unix")
-int dump_unix(struct bpf_iter__unix *ctx)
+static __always_inline void show_sock(struct seq_file *seq, struct unix_sock *u)
 {
-	struct seq_file *seq = ctx->meta->seq;
-	struct unix_sock *u = ctx->unix_sk;
 	struct sock *sk = (struct sock *)u;
-	int state, refs;
-
-	if (!u)
-		return 0;
-	if (ctx->meta->seq_num == 0)
-		BPF_SEQ_PRINTF(seq, "Num       RefCount Protocol Flags    Type St Inode Path\n");
-
-	state = sk->__sk_common.skc_state;
+	int state = sk->__sk_common.skc_state;
 	/* the iterator holds one reference on every socket of its batch */
-	refs = sk->__sk_common.skc_refcnt.refs.counter - 1;
+	int refs = sk->__sk_common.skc_refcnt.refs.counter - 1;
+
 	BPF_SEQ_PRINTF(seq, "%pK: %08X %08X %08X %04X %02X %5lu", sk, refs, 0,
 		       state == TCP_LISTEN ? __SO_ACCEPTCON : 0, sk->sk_type,
 		       sk->sk_socket ?
@@ -61,5 +62,90 @@ int dump_unix(struct bpf_iter__unix *ctx)
 		seq_write_addr(seq, u->addr);
 	}
 	BPF_SEQ_PRINTF(seq, "\n");
+}
+
+struct batch_walk {
+	struct seq_file *seq;
+	struct sock **batch;
+	__u32 from;
+};
+
+/* bpf_loop() callback: socket @i after the current one in the iterator's batch. */
+static long show_batched(__u64 i, struct batch_walk *w)
+{
+	struct unix_sock *u = NULL;
+
+	if (bpf_probe_read_kernel(&u, sizeof(u), &w->batch[w->from + 1 + i]))
+		return 1;
+	u = bpf_rdonly_cast(u, bpf_core_type_id_kernel(struct unix_sock));
+	if (!u)
+		return 1;
+	/* gone since the batch was taken: bpf_iter_unix_seq_show() skips it too (sk_unhashed()) */
+	if (u->sk.__sk_common.skc_node.pprev)
+		show_sock(w->seq, u);
+	return 0;
+}
+
+/*
+ * Works around a kernel bug that loses sockets (net/unix/af_unix.c, seen up to
+ * Linux 6.18): the iterator takes a hash bucket's sockets as one batch, and
+ * bpf_iter_unix_seq_stop() never clears st_bucket_done, so every read() after
+ * the first resumes at the next bucket, dropping what the previous read left
+ * of its bucket. Here the batch's first socket prints the whole batch, and its
+ * next socket ends the read (return 1 with output pending: the kernel keeps
+ * that output and stops there), so the kernel's skip drops only sockets
+ * already printed. Returns -1 where the iterator's state is not the shape this
+ * knows, and the caller prints the one socket, as the kernel walks.
+ */
+static __always_inline int show_bucket(struct seq_file *seq, struct unix_sock *u)
+{
+	struct bpf_unix_iter_state *iter;
+	struct batch_walk w = { .seq = seq };
+	__u32 cur, end;
+	struct sock *held = NULL;
+
+	if (!bpf_core_field_exists(struct bpf_unix_iter_state, st_bucket_done) ||
+	    !bpf_core_field_exists(struct bpf_unix_iter_state, batch) || !bpf_rdonly_cast)
+		return -1;
+	iter = bpf_rdonly_cast(seq->private, bpf_core_type_id_kernel(struct bpf_unix_iter_state));
+	if (!iter)
+		return -1;
+	cur = iter->cur_sk;
+	end = iter->end_sk;
+	w.batch = iter->batch;
+	if (cur >= end || bpf_probe_read_kernel(&held, sizeof(held), &w.batch[cur]) ||
+	    held != (struct sock *)u)
+		return -1;
+	/*
+	 * A batch that began inside its bucket: a kernel that resumes where a read
+	 * ended, after this walk printed the bucket from its first socket.
+	 */
+	if (UNIX_OFFSET(seq->index) != cur + 1)
+		return 0;
+	/* printed from an earlier socket of this batch, in this read */
+	if (cur > 0 && seq->count > 0)
+		return 1;
+	/* the batch's first socket, or its first left when those before it went */
+	show_sock(seq, u);
+	w.from = cur;
+	bpf_loop(end - cur - 1, show_batched, &w, 0);
+	return 0;
+}
+
+SEC("iter/unix")
+int dump_unix(struct bpf_iter__unix *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct unix_sock *u = ctx->unix_sk;
+	int shown;
+
+	if (!u)
+		return 0;
+	if (ctx->meta->seq_num == 0)
+		BPF_SEQ_PRINTF(seq, "Num       RefCount Protocol Flags    Type St Inode Path\n");
+	shown = show_bucket(seq, u);
+	if (shown >= 0)
+		return shown;
+	show_sock(seq, u);
 	return 0;
 }

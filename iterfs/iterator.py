@@ -20,14 +20,15 @@ import functools
 import logging
 import os
 import threading
-from typing import Callable
+from types import GeneratorType
+from typing import Callable, NamedTuple
 
-from . import _libbpf, access, credentials, pins, probes
+from . import _libbpf, access, credentials, pieces, pins, probes
 from .catalog import Catalog
 from .discovery import refusal
 from .errors import NotFound, WouldBlock
 from .namespaces import DAEMON, HERE, Namespaces, Place, Reader
-from .params import Params
+from .params import CgroupSchema, Params
 from .programs import Programs
 from .records import Formatter, Header
 
@@ -45,6 +46,17 @@ READ_AHEAD = 128 * 1024
 MAX_EAGAIN = 100_000
 
 
+class Parts(NamedTuple):
+    """How a cgroup walk larger than one read is made of walks of its subtrees (pieces.py)."""
+
+    prog_fd: int  # the walk's program: the Iterator's own fd of it, closed in close()
+    pack: Callable[[int, int], bytes]  # (order, cgroup id) -> link_info
+    cgroups: str  # the reader's cgroup namespace root, whose tree is walked
+    root: int | None  # the walk's cgroup id; None: the root of cgroups
+    order: int
+    header: bool  # the program's output begins with a header line
+
+
 class Iterator:
     """One walk of the kernel's current state: an iterator fd, and the link it was made from.
 
@@ -52,35 +64,44 @@ class Iterator:
     start_over() walks the same program with the same parameters and objects."""
 
     def __init__(self, target: str, link_fd: int, through: str | None = None,
-                 formatter: Callable[[], Formatter | Header] | None = None, place: Place = HERE):
-        """Takes link_fd and place: closed here if no iterator can be made of them, and in close().
-        formatter: makes what turns each walk's records into lines (a fields= file);
-        place: where iterator fds are made and read (the reader's namespace)."""
+                 formatter: Callable[[], Formatter | Header] | None = None, place: Place = HERE,
+                 parts: Parts | None = None):
+        """Takes link_fd, place and parts.prog_fd: closed here if no iterator can be made of them,
+        and in close(). formatter: makes what turns each walk's records into lines (a fields=
+        file); place: where iterator fds are made and read (the reader's namespace); parts: a
+        cgroup walk that is made of smaller walks when it does not fit one read."""
         self.target = target
         self.through = through  # the target whose program makes this one's lines in one go
         self.produced = 0
         self.started_over = 0  # walks after the first, for .iterfs/status
         self.link_fd = link_fd
         self._place = place
+        self._parts = parts
+        self._chunks: GeneratorType | None = None  # a walk in parts, as it goes
         try:
             self.iter_fd = place.iter_create(link_fd)
         except OSError:
             os.close(link_fd)
             place.close()
+            if parts:
+                os.close(parts.prog_fd)
             raise
         self._formatter = formatter
         self._records = formatter() if formatter else None
 
     @classmethod
     def attach(cls, target: str, prog_fd: int, link_info: bytes | None, through: str | None = None,
-               formatter: Callable[[], Formatter | Header] | None = None, place: Place = HERE) -> Iterator:
+               formatter: Callable[[], Formatter | Header] | None = None, place: Place = HERE,
+               parts: Parts | None = None) -> Iterator:
         """A walk of a new link of prog_fd with link_info."""
         try:
             link_fd = _libbpf.link_create(prog_fd, link_info)
         except OSError:
             place.close()
+            if parts:
+                os.close(parts.prog_fd)
             raise
-        return cls(target, link_fd, through, formatter, place)
+        return cls(target, link_fd, through, formatter, place, parts)
 
     def start_over(self) -> None:
         """A new walk from the same link: a fresh iterator fd, so a fresh snapshot of the
@@ -90,6 +111,7 @@ class Iterator:
         self.iter_fd = fd
         self.produced = 0
         self.started_over += 1
+        self._chunks = None
         if self._formatter:
             self._records = self._formatter()
 
@@ -103,17 +125,67 @@ class Iterator:
         return self._records.end()  # then b"", as a walk's end reads again
 
     def _read(self) -> bytes:
+        try:
+            if self._parts is None:
+                chunk = self._kernel_read(self.iter_fd)
+            else:
+                if self._chunks is None:
+                    self._chunks = self._walk_in_parts()
+                chunk = next(self._chunks, b"")
+        except OSError as e:
+            raise self._explained(e) from None
+        self.produced += len(chunk)
+        return chunk
+
+    def _kernel_read(self, fd: int) -> bytes:
         for _ in range(MAX_EAGAIN):
             try:
                 with self.reading():
-                    chunk = os.read(self.iter_fd, KERNEL_READ)
+                    return os.read(fd, KERNEL_READ)
             except BlockingIOError:
                 continue
-            except OSError as e:
-                raise self._explained(e) from None
-            self.produced += len(chunk)
-            return chunk
-        raise OSError(errno.EAGAIN, f"{self.target}: the program asked for a retry {MAX_EAGAIN} times in a row")
+        raise OSError(errno.EAGAIN, f"the program asked for a retry {MAX_EAGAIN} times in a row")
+
+    def _walk_in_parts(self):
+        """The walk's output, chunk by chunk; when the walk is larger than one read, what was
+        read of it is dropped and it is walked again in parts that each fit one."""
+        first = self._kernel_read(self.iter_fd)
+        try:
+            more = self._kernel_read(self.iter_fd)
+        except OSError as e:
+            if e.errno != errno.EOPNOTSUPP:
+                raise
+            parts = self._parts
+            root, tree = probes.cgroup_tree(parts.cgroups)
+            log.debug("%s: the walk is larger than one read (%d bytes): walked in parts", self.target, len(first))
+            yield from pieces.walk(tree, parts.root or root, parts.order, self._walk_one, parts.header)
+            return
+        yield first
+        while more:
+            yield more
+            more = self._kernel_read(self.iter_fd)
+
+    def _walk_one(self, order: int, cgroup: int) -> bytes | None:
+        """One part: the whole output of cgroup's walk in order, None if larger than one read."""
+        try:
+            link_fd = _libbpf.link_create(self._parts.prog_fd, self._parts.pack(order, cgroup))
+        except FileNotFoundError:
+            return b""  # removed since its parent was walked
+        try:
+            fd = self._place.iter_create(link_fd)
+        finally:
+            os.close(link_fd)  # the iterator fd holds the link
+        try:
+            out = self._kernel_read(fd)
+            while more := self._kernel_read(fd):
+                out += more
+            return out
+        except OSError as e:
+            if e.errno == errno.EOPNOTSUPP:
+                return None
+            raise
+        finally:
+            os.close(fd)
 
     def reading(self):
         """Around reads: each read() takes it, and a caller that reads on takes it once for all
@@ -142,6 +214,8 @@ class Iterator:
             finally:
                 os.close(link_fd)
                 self._place.close()
+                if self._parts:
+                    os.close(self._parts.prog_fd)
 
     def __enter__(self) -> Iterator:
         return self
@@ -298,7 +372,7 @@ class Iterators:
     @contextlib.contextmanager
     def _link_parts(self, target: str, params: Params, view: str | None, block: bool, fields: str | None = None,
                     as_json: bool = False, reader: Reader = DAEMON):
-        """(prog_fd, link_info, recipe, grant) for a link of target, view (or fields) and params as
+        """(prog_fd, link_info, recipe, grant, scope) for a link of target, view (or fields) and params as
         reader names them, valid inside the block; access.Denied first where the reader may not."""
         if reader.foreign and reader.kind != "net" and not block:
             # a network namespace is entered and left in place: two setns() around bpf_iter_create()
@@ -319,10 +393,10 @@ class Iterators:
         prog_fd = self._programs.prog_fd(recipe, block)
         try:
             if recipe.through:  # the program walks what params name itself: its link takes none
-                yield prog_fd, None, recipe, grant
+                yield prog_fd, None, recipe, grant, scope
                 return
             with probes.link_info(recipe.schema, params, scope) as link_info:
-                yield prog_fd, link_info, recipe, grant
+                yield prog_fd, link_info, recipe, grant, scope
         finally:
             self._programs.release(recipe)
 
@@ -333,7 +407,7 @@ class Iterators:
         use, and serves a reader in another namespace, which block; block=False raises
         WouldBlock instead, for callers that must not block."""
         with self._link_parts(target, params, view, block, fields, as_json, reader) as parts:
-            prog_fd, link_info, recipe, grant = parts
+            prog_fd, link_info, recipe, grant, scope = parts
             formatter = functools.partial(recipe.fields.formatter, as_json) if recipe.fields else None
             map_fd = self._programs.map_fd(recipe, access.POLICY_MAP)
             policy = None
@@ -342,10 +416,24 @@ class Iterators:
                 self._programs.hold(recipe)
                 policy = access.ReaderPolicy(map_fd, grant.subject, functools.partial(self._programs.release, recipe))
             place = self.namespaces.place(target, reader, grant.assume, policy)
-            iterator = Iterator.attach(target, prog_fd, link_info, recipe.through, formatter, place)
+            iterator = Iterator.attach(target, prog_fd, link_info, recipe.through, formatter, place,
+                                       self._in_parts(recipe, params, prog_fd, scope))
         with self._lock:
             self._open.add(iterator)
         return iterator
+
+    @staticmethod
+    def _in_parts(recipe, params: Params, prog_fd: int, scope: probes.Scope) -> Parts | None:
+        """How a cgroup walk of a bundled program (its own or fields=) is made of smaller ones
+        when it is larger than one read. Not for a user's view, whose output may be anything."""
+        if not isinstance(recipe.schema.base, CgroupSchema) or recipe.view is not None:
+            return None
+        values = recipe.schema.target_values(params)
+        order = values.get("order", pieces.PRE)
+        if order not in pieces.ORDERS:
+            return None
+        pack = lambda order, cgroup: recipe.schema.pack({"order": order, "id": cgroup})  # noqa: E731
+        return Parts(os.dup(prog_fd), pack, scope.cgroups, values.get("id"), order, header=recipe.fields is None)
 
     def open_pin(self, path: str, target: str, reader: Reader = DAEMON) -> Iterator:
         """A new walk of the iterator link pinned at path (still an iterator link?), as reader's
@@ -376,7 +464,7 @@ class Iterators:
 
     def pin(self, target: str, params: Params, path: str) -> None:
         """Pin a link for target and params at path in bpffs; it outlives this process."""
-        with self._link_parts(target, params, None, True) as (prog_fd, link_info, recipe, _):
+        with self._link_parts(target, params, None, True) as (prog_fd, link_info, recipe, _, _):
             map_fd = self._programs.map_fd(recipe, access.POLICY_MAP)
             if map_fd is not None:  # read through bpffs, where no one stores a policy: as the pinner
                 _libbpf.map_update(map_fd, *access.default_entry())

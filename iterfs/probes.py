@@ -12,7 +12,7 @@ import contextlib
 import os
 from typing import Iterator, NamedTuple
 
-from . import _libbpf
+from . import _libbpf, pieces
 from .mounts import mount_points
 from .params import ALL, CgroupSchema, MapSchema, ParamError, Params, Schema, TaskSchema
 
@@ -136,6 +136,33 @@ def cgroup_ids(cgroups: str = "/") -> set[int]:
         except FileNotFoundError:
             pass  # removed while we walked
     return ids
+
+
+def cgroup_tree(cgroups: str = "/") -> tuple[int, pieces.Tree]:
+    """The root's id and the tree of cgroups under cgroups, for a walk in parts. A guess of each
+    subtree's output: its lines as the bundled program prints them (id, level, path)."""
+    root = _cgroup_dir(cgroups)
+    root_id = os.stat(root).st_ino
+    children: dict[int, list[int]] = {}
+    size: dict[int, int] = {}
+    order: list[tuple[int, int | None]] = []  # (id, parent id), parents first
+
+    pending: list[tuple[str, int, int | None]] = [(root, root_id, None)]
+    while pending:
+        path, cgroup, parent = pending.pop()
+        order.append((cgroup, parent))
+        size[cgroup] = len(path) - len(root) + 24
+        try:
+            # a kernfs directory entry's d_ino is its node's id, as st_ino is
+            subdirs = [(e.path, e.inode()) for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            continue  # removed while we walked
+        children[cgroup] = sorted(i for _, i in subdirs)
+        pending.extend((p, i, cgroup) for p, i in subdirs)
+    for cgroup, parent in reversed(order):
+        if parent is not None:
+            size[parent] += size[cgroup]
+    return root_id, pieces.Tree(children, size)
 
 
 def map_type_of(map_id: int) -> int | None:

@@ -127,29 +127,3 @@ def test_dmabuf_reads(mount):
         assert sorted(line.replace("\t", " ") for line in buffers) == sorted(ours)
     else:
         assert text == "" or text.startswith("size ")
-
-
-def test_a_cgroup_walk_larger_than_one_read_fails_clearly(mount):
-    """The kernel cannot continue a cgroup walk in a second read(): the reader must not get a short walk."""
-    top = Path(probes.cgroup2_root()) / f"iterfs-wide-{uuid.uuid4().hex[:6]}"
-    top.mkdir()
-    children = [top / f"child-with-a-longish-name-{i:04d}" for i in range(700)]  # > 32 KiB of lines
-    try:
-        for child in children:
-            child.mkdir()
-        path = mount / f"cgroup/id={os.stat(top).st_ino}"
-        got = bytearray()
-        with open(path, "rb") as f:
-            with pytest.raises(OSError) as info:
-                while chunk := f.read(4096):
-                    got += chunk
-        assert info.value.errno == errno.EOPNOTSUPP
-        assert 0 < got.count(b"\n") - 1 < len(children) + 1  # what came before the error, not the whole walk
-        assert "the kernel cannot continue this walk" in mount.log.read_text()
-        small = cgroup_rows(mount.read(f"cgroup/id={os.stat(children[0]).st_ino}"))  # narrower walks read
-        assert small == [(os.stat(children[0]).st_ino, 2, "/" + str(children[0].relative_to(probes.cgroup2_root())))]
-    finally:
-        for child in children:
-            if child.exists():
-                child.rmdir()
-        top.rmdir()
