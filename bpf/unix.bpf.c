@@ -57,11 +57,12 @@ static __always_inline void show_sock(struct seq_file *seq, struct unix_sock *u)
 		       (state == TCP_ESTABLISHED ? SS_CONNECTED : SS_UNCONNECTED) :
 		       (state == TCP_ESTABLISHED ? SS_CONNECTING : SS_DISCONNECTING),
 		       sock_ino(sk));
+	/* bpf_seq_write(), not a bpf_seq_printf() that parses a format, for one byte */
 	if (u->addr) {
-		BPF_SEQ_PRINTF(seq, " ");
+		bpf_seq_write(seq, " ", 1);
 		seq_write_addr(seq, u->addr);
 	}
-	BPF_SEQ_PRINTF(seq, "\n");
+	bpf_seq_write(seq, "\n", 1);
 }
 
 struct batch_walk {

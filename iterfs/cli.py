@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pin":
             from .api import Session
 
+            _quiet_about_refusals(args)
             with Session(args.bpf_dir) as session:
                 session.pin(args.path, args.bpffs_path)
             return EXIT_OK
@@ -245,13 +246,18 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cat(args: argparse.Namespace) -> int:
-    from .api import Session
+def _quiet_about_refusals(args: argparse.Namespace) -> None:
     from .catalog import refusals
 
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format=LOG_FORMAT)
     if not args.debug:  # a refused target's own files say why it is refused, when they are read
         refusals.setLevel(logging.ERROR)
+
+
+def _cat(args: argparse.Namespace) -> int:
+    from .api import Session
+
+    _quiet_about_refusals(args)
     out = sys.stdout.buffer
     with Session(args.bpf_dir) as session:
         for path in args.paths:

@@ -126,6 +126,7 @@ class _Open:
         self.inode = inode
         # pread(2)s of one fd by many threads wait here, not each in a worker thread of its own
         self.in_kernel = trio.Lock()
+        self.reading_ahead = False  # a worker thread reads the kernel on for the reads to come
 
 
 class IterFS(pyfuse3.Operations):
@@ -386,7 +387,21 @@ class IterFS(pyfuse3.Operations):
                 if data is None:
                     data = await trio.to_thread.run_sync(stream.read_at, off, size)
         self.stats.bytes_served += len(data)
+        if not handle.reading_ahead and stream.wants_ahead():
+            handle.reading_ahead = True
+            trio.lowlevel.spawn_system_task(self._read_ahead, handle)
         return data
+
+    async def _read_ahead(self, handle: _Open) -> None:
+        """The kernel's next reads of an open, made in a worker thread while its reader takes
+        what it was served: a system task, which nothing waits for. Errors are the stream's,
+        for the read that reaches them."""
+        try:
+            await trio.to_thread.run_sync(handle.stream.read_ahead)
+        except Exception:  # a system task's exception would end the daemon
+            log.exception("%s: read ahead", handle.stream.iterator.target)
+        finally:
+            handle.reading_ahead = False
 
     def _uncache_attributes(self, inode: int) -> None:
         """Make the kernel ask getattr() for the attributes of inode until its last close.

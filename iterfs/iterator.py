@@ -14,6 +14,7 @@ that hold kernel handles release them in close().
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import functools
@@ -41,6 +42,9 @@ KEEP_BYTES = 64 * 1024
 # A read that must go to the kernel (in a worker thread) reads this much further, so the
 # reader's next read is answered from memory: half the thread hand-offs for long outputs.
 READ_AHEAD = 128 * 1024
+# What is read ahead in the background for a reader that reads through grows with what it
+# has read, up to this: the kernel's walk then runs while the reader takes what it got.
+AHEAD_MAX = 1024 * 1024
 # EAGAIN means "the program asked for a retry" or "a million objects without output":
 # both make progress on retry. A program that asks for ever is cut off here.
 MAX_EAGAIN = 100_000
@@ -54,7 +58,7 @@ class Parts(NamedTuple):
     cgroups: str  # the reader's cgroup namespace root, whose tree is walked
     root: int | None  # the walk's cgroup id; None: the root of cgroups
     order: int
-    header: bool  # the program's output begins with a header line
+    bundled: bool  # the bundled program's lines: a header, then "id level path" lines
 
 
 class Iterator:
@@ -156,34 +160,38 @@ class Iterator:
             if e.errno != errno.EOPNOTSUPP:
                 raise
             parts = self._parts
-            root, tree = probes.cgroup_tree(parts.cgroups)
             log.debug("%s: the walk is larger than one read (%d bytes): walked in parts", self.target, len(first))
-            yield from pieces.walk(tree, parts.root or root, parts.order, self._walk_one, parts.header)
+            kernel = pieces.Kernel(self._first_read, probes.cgroup_children,
+                                   functools.partial(probes.cgroup_chain, parts.cgroups),
+                                   functools.partial(probes.cgroup_tree, parts.cgroups))
+            root = parts.root or probes.cgroup_root_id(parts.cgroups)
+            yield from pieces.walk(kernel, root, parts.order, parts.bundled, parts.bundled, first)
             return
         yield first
         while more:
             yield more
             more = self._kernel_read(self.iter_fd)
 
-    def _walk_one(self, order: int, cgroup: int) -> bytes | None:
-        """One part: the whole output of cgroup's walk in order, None if larger than one read."""
+    def _first_read(self, order: int, cgroup: int) -> tuple[bytes, bool]:
+        """A part: the first read of a new walk of cgroup in order, and whether it was all of it."""
         try:
             link_fd = _libbpf.link_create(self._parts.prog_fd, self._parts.pack(order, cgroup))
         except FileNotFoundError:
-            return b""  # removed since its parent was walked
+            return b"", True  # removed since it was listed
         try:
             fd = self._place.iter_create(link_fd)
         finally:
             os.close(link_fd)  # the iterator fd holds the link
         try:
             out = self._kernel_read(fd)
-            while more := self._kernel_read(fd):
-                out += more
-            return out
-        except OSError as e:
-            if e.errno == errno.EOPNOTSUPP:
-                return None
-            raise
+            try:
+                while more := self._kernel_read(fd):
+                    out += more
+            except OSError as e:
+                if e.errno != errno.EOPNOTSUPP:
+                    raise
+                return out, False
+            return out, True
         finally:
             os.close(fd)
 
@@ -232,108 +240,182 @@ class Stream:
     """An Iterator read at offsets, as FUSE asks after any lseek(2): a seq_file's rules.
 
     read_at() reads the kernel as far as a request needs and READ_AHEAD
-    beyond, and blocks; read_buffered() never blocks and answers what the
-    buffer already holds (the next read, the final empty read, a re-read), so
-    an event loop can serve it itself. An offset:
+    beyond, and blocks; read_buffered() never blocks on the kernel and answers
+    what the buffer already holds (the next read, the final empty read, a
+    re-read), so an event loop can serve it itself; read_ahead() reads on in
+    the background meanwhile, one kernel read at a time, so a reader that
+    reads through finds its next bytes read already. An offset:
       - still kept (within KEEP_BYTES of the furthest byte served) is answered from memory;
       - further on than what was read is reached by reading on and dropping what is passed;
       - before what is kept makes the walk start over and skip to it: a new snapshot,
         as seq_file walks again after a seek back.
 
-    Memory per open: at most KEEP_BYTES + one FUSE read + READ_AHEAD + one kernel read,
-    however far a read skips.
+    Memory per open: at most KEEP_BYTES + one FUSE read + the read-ahead (READ_AHEAD, up to
+    AHEAD_MAX for a reader that has read that much) + one kernel read, however far a read skips.
     """
 
     def __init__(self, iterator: Iterator):
         self.iterator = iterator
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the kernel's reads (and a new walk): one at a time
+        self._held = threading.Lock()  # what is held: taken for moments, never around a kernel read
+        self._more = threading.Condition(self._held)  # notified as read_ahead() brings each read
+        self._reading_ahead = False
         self._closed = False
+        self._closing = False  # read_ahead() gives way to a close
         self._at_start()
 
     def _at_start(self) -> None:
         """Nothing read yet of the iterator's walk."""
-        self._buf = bytearray()
-        self._base = 0  # stream offset of _buf[0]
+        # what is held: the kernel's reads as they came (no copy of what is held, ever), from
+        # stream offset _base (the first one's start) to _end
+        self._chunks: list[bytes] = []
+        self._starts: list[int] = []  # the stream offset of each
+        self._base = 0
+        self._end = 0
         self._served_end = 0
         self._eof = False
         self._error: OSError | None = None
 
     @property
     def _produced(self) -> int:
-        return self._base + len(self._buf)
+        return self._end
 
     @property
     def held(self) -> int:
         """Bytes of output this open holds in memory."""
-        return len(self._buf)
+        return self._end - self._base
 
     def read_at(self, offset: int, size: int) -> bytes:
         """The bytes at offset, reading the kernel as needed. Blocks."""
+        with self._held:
+            # what read_ahead() is reading is taken as it comes: its thread would hold _lock on
+            # and on (a lock that is released and taken again at once is not handed over)
+            while self._reading_ahead and not self._has(offset, size):
+                self._more.wait()
+            if self._has(offset, size):
+                return self._take(offset, size)
         with self._lock:
             if self._closed:
                 raise OSError(errno.EBADF, "read after release")
             if offset < self._base:
                 log.debug("%s: a read at %d, before the %d bytes kept from %d on: the walk starts over",
-                          self.iterator.target, offset, len(self._buf), self._base)
+                          self.iterator.target, offset, self.held, self._base)
                 self._start_over()
             # what a read at offset keeps afterwards: nothing before this is kept while filling
             keep_from = max(offset, self._served_end) - KEEP_BYTES
             with self.iterator.reading():  # one switch to the reader for the reads this request needs
-                self._fill_to(offset + size + READ_AHEAD, keep_from)
-            return self._take(offset, size)
+                self._fill_to(offset + size, keep_from)
+            with self._held:
+                return self._take(offset, size)
 
     def read_buffered(self, offset: int, size: int) -> bytes | None:
         """What read_at() would return, if that needs no kernel read; otherwise None."""
-        if not self._lock.acquire(blocking=False):
-            return None  # a read_at() is in the kernel
-        try:
-            if offset < self._base:
-                return None  # a walk from the start, in the kernel
-            if offset + size > self._produced and not (self._eof or self._error):
-                return None
-            return self._take(offset, size)
-        finally:
-            self._lock.release()
+        with self._held:
+            return self._take(offset, size) if self._has(offset, size) else None
+
+    def _has(self, offset: int, size: int) -> bool:
+        """Whether what a read at offset gets is here (under _held); a read before what is
+        kept starts the walk over, and a closed stream has nothing."""
+        if self._closed or self._closing or offset < self._base:
+            return False
+        return offset + size <= self._produced or self._eof or self._error is not None
+
+    def _ahead(self) -> int:
+        """How far past what was served read_ahead() reads: more for a reader that has read more."""
+        return min(AHEAD_MAX, max(READ_AHEAD, self._served_end))
+
+    def wants_ahead(self) -> bool:
+        """Whether less than half the read-ahead is read yet. Unlocked: a hint, which
+        read_ahead() checks again."""
+        return not (self._eof or self._error or self._closed) and \
+            self._produced - self._served_end < self._ahead() // 2
+
+    def read_ahead(self) -> None:
+        """Read the kernel on to the read-ahead past what was served, for the reads to come;
+        a read_at() meanwhile takes its bytes as they come. Blocks."""
+        with self._lock:
+            with self._held:
+                if self._closed or self._closing:
+                    return
+                self._reading_ahead = True
+            try:
+                with self.iterator.reading():
+                    while True:
+                        with self._held:
+                            if self._closing or self._eof or self._error:
+                                return
+                            end = self._served_end + self._ahead()
+                            keep_from = self._served_end - KEEP_BYTES
+                        if self._produced >= end:
+                            return
+                        self._fill_to(self._produced + 1, keep_from)
+            finally:
+                with self._held:
+                    self._reading_ahead = False
+                    self._more.notify_all()
 
     def _start_over(self) -> None:
         self.iterator.start_over()
-        self._at_start()
+        with self._held:
+            self._at_start()
 
     def _fill_to(self, end: int, keep_from: int) -> None:
+        """Read the kernel until end is read (or the walk ends). Under _lock: the buffer changes
+        only here and in _take(), each under _held."""
         while self._produced < end and not self._eof and self._error is None:
             try:
                 chunk = self.iterator.read()
             except OSError as e:
                 # the reader gets every byte before the error, then the error
-                self._error = e
+                with self._held:
+                    self._error = e
+                    self._more.notify_all()
                 return
-            if not chunk:
-                self._eof = True
-                return
-            self._buf += chunk
-            # skipped over by a read further on; the walk's last KEEP_BYTES stay, for a read
-            # beyond the end followed by one before it
-            drop = min(keep_from - self._base, len(self._buf) - KEEP_BYTES)
-            if drop > 0:
-                del self._buf[:drop]
-                self._base += drop
+            with self._held:
+                if not chunk:
+                    self._eof = True
+                    self._more.notify_all()
+                    return
+                self._starts.append(self._end)
+                self._chunks.append(chunk)
+                self._end += len(chunk)
+                # skipped over by a read further on; the walk's last KEEP_BYTES stay, for a read
+                # beyond the end followed by one before it
+                self._drop_before(min(keep_from, self._end - KEEP_BYTES))
+                self._more.notify_all()
 
     def _take(self, offset: int, size: int) -> bytes:
-        start = offset - self._base
-        if start >= len(self._buf) and self._error is not None:
+        """The bytes at offset that are held (offset is not before _base). Under _held."""
+        if offset >= self._end and self._error is not None:
             raise self._error
-        with memoryview(self._buf) as view:  # released before the buffer is resized below
-            data = bytes(view[start:start + size])
+        at, stop = offset, min(offset + size, self._end)
+        parts = []
+        i = bisect.bisect_right(self._starts, offset) - 1
+        while at < stop:
+            chunk, start = self._chunks[i], self._starts[i]
+            begin, end = at - start, min(len(chunk), stop - start)
+            parts.append(chunk if begin == 0 and end == len(chunk) else memoryview(chunk)[begin:end])
+            at, i = start + end, i + 1
+        data = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
         if data:  # a read beyond the end serves nothing, and moves what is kept nowhere
             self._served_end = max(self._served_end, offset + len(data))
-        drop = self._served_end - self._base - KEEP_BYTES
-        if drop > 0:
-            del self._buf[:drop]
-            self._base += drop
+        self._drop_before(self._served_end - KEEP_BYTES)
         return data
+
+    def _drop_before(self, offset: int) -> None:
+        """Let go of the reads that end at or before offset. Under _held."""
+        gone = 0
+        while gone < len(self._chunks) and self._starts[gone] + len(self._chunks[gone]) <= offset:
+            gone += 1
+        if gone:
+            del self._chunks[:gone], self._starts[:gone]
+            self._base = self._starts[0] if self._starts else self._end
 
     def try_close(self) -> bool:
         """Close now unless a kernel read holds the stream; True if closed."""
+        with self._held:
+            self._closing = True
+            self._more.notify_all()
         if not self._lock.acquire(blocking=False):
             return False
         try:
@@ -344,12 +426,17 @@ class Stream:
 
     def close(self) -> None:
         """Close, waiting for a kernel read of this stream to finish. Blocks."""
+        with self._held:
+            self._closing = True
+            self._more.notify_all()
         with self._lock:
             self._close()
 
     def _close(self) -> None:
-        self._closed = True
-        self._buf = bytearray()
+        with self._held:
+            self._closed = True
+            self._chunks, self._starts = [], []
+            self._base = self._end
         self.iterator.close()
 
 
@@ -433,7 +520,7 @@ class Iterators:
         if order not in pieces.ORDERS:
             return None
         pack = lambda order, cgroup: recipe.schema.pack({"order": order, "id": cgroup})  # noqa: E731
-        return Parts(os.dup(prog_fd), pack, scope.cgroups, values.get("id"), order, header=recipe.fields is None)
+        return Parts(os.dup(prog_fd), pack, scope.cgroups, values.get("id"), order, bundled=recipe.fields is None)
 
     def open_pin(self, path: str, target: str, reader: Reader = DAEMON) -> Iterator:
         """A new walk of the iterator link pinned at path (still an iterator link?), as reader's

@@ -1,17 +1,23 @@
-"""A cgroup walk too large for one read, made of walks of its subtrees.
+"""A cgroup walk too large for one read, made of walks that each fit one.
 
 The kernel holds cgroup_mutex for one read() of a cgroup iterator only: a walk
 whose output is larger than one kernel read buffer fails with EOPNOTSUPP on
-its second read (kernel/bpf/cgroup_iter.c). A tree of any size is still
-walked whole, and in the kernel's order, when each part is a walk that fits:
+its second read (kernel/bpf/cgroup_iter.c). Its first read is whole lines, in
+the kernel's order, up to some cgroup L. The rest of the walk is then walks
+of what comes after L, each of which may again stop after its first read:
 
-    pre-order of C   =  C's pre-order walk if it fits, else C alone, then each child's pre-order
-    post-order of C  =  C's post-order walk if it fits, else each child's post-order, then C alone
+    pre-order after L    L's children's subtrees; then, from L up to the walk's root,
+                         each later sibling's subtree
+    post-order after L   from L up to the root: each later sibling's subtree, then the parent
 
-Children are taken in the order the kernel walks them, oldest first (a
-cgroup's children list grows at its tail: kernel/cgroup/cgroup.c), which is
-the order of their ids. Each part is its own snapshot; a cgroup removed
-between parts is left out, one made between them may be.
+Siblings come in the order the kernel walks them, oldest first (a cgroup's
+children list grows at its tail, kernel/cgroup/cgroup.c), which is the order
+of their ids (kernfs ids only grow). L is found from the bundled program's
+last line (id, level, path); where that is not possible (fields= records, a
+path the line cannot name), the part is walked from a listing of its whole
+tree instead, each cgroup alone or each subtree that fits. Each walk is a
+snapshot of its own: a cgroup made or removed while a large walk is read may
+be listed or not.
 """
 
 from __future__ import annotations
@@ -22,8 +28,13 @@ from .params import CGROUP_ORDERS
 
 SELF, PRE, POST = (CGROUP_ORDERS[name] for name in ("self_only", "descendants_pre", "descendants_post"))
 ORDERS = frozenset({PRE, POST})  # the walks that may be larger than one read
-# A part whose guessed output is larger is split without trying it: a try that fails costs a walk.
+# Listing a whole tree, a subtree whose guessed output is larger is split without trying it.
 TRY_UP_TO = 24 * 1024
+
+
+class Cgroup(NamedTuple):
+    id: int
+    path: str  # its cgroup2 directory
 
 
 class Tree(NamedTuple):
@@ -33,52 +44,123 @@ class Tree(NamedTuple):
     size: dict[int, int]  # cgroup id -> guessed bytes of output for it and its descendants
 
 
-# walk(order, cgroup id) -> the whole output of that walk, or None when it is larger than one read
-Walk = Callable[[int, int], "bytes | None"]
+class Kernel(NamedTuple):
+    """What a walk in parts asks of the kernel and of the cgroup2 directories."""
+
+    first_read: Callable[[int, int], tuple[bytes, bool]]  # (order, id) -> a new walk's first read, and
+    #                                                      whether that was all of it
+    children: Callable[[str], list[Cgroup]]  # a cgroup's directory -> its children, oldest first
+    chain: Callable[[int, int, str], list[Cgroup] | None]  # (root id, id, path as printed) -> root .. it
+    tree: Callable[[int], Tree | None]  # root id -> the tree under it
 
 
-def walk(tree: Tree, root: int, order: int, walk_one: Walk, header: bool) -> Iterator[bytes]:
-    """The output of root's walk in order, part by part. header: the program's output begins
-    with a header line, which only the first part that has one keeps."""
-    first = True
-    for part in (_pre if order == PRE else _post)(tree, root, walk_one):
-        if not part:
-            continue
-        if header and not first:
-            part = part[part.find(b"\n") + 1:]
-        first = False
-        if part:
-            yield part
+def walk(kernel: Kernel, root: int, order: int, header: bool, paths: bool, first: bytes) -> Iterator[bytes]:
+    """The output of root's walk in order, part by part, from its first read, first, on. header:
+    the program's output begins with a header line, which only first keeps; paths: its lines
+    are the bundled program's (id, level, path), so a part's last cgroup is known."""
+    parts = _Parts(kernel, order, header, paths)
+    if paths:
+        chunks = parts.after(root, first, keep_header=True)
+    else:
+        chunks = parts.listed(root)
+        if header and first:
+            yield first[:first.find(b"\n") + 1]
+    for chunk in chunks:
+        if chunk:  # an empty chunk would end the reader's walk
+            yield chunk
 
 
-def _pre(tree: Tree, root: int, walk_one: Walk) -> Iterator[bytes]:
-    pending = [root]  # a stack, not recursion: a tree may be deeper than Python's recursion limit
-    while pending:
-        cgroup = pending.pop()
-        whole = _try(tree, cgroup, PRE, walk_one)
-        if whole is not None:
-            yield whole
-            continue
-        yield walk_one(SELF, cgroup) or b""
-        pending.extend(reversed(tree.children.get(cgroup, ())))
+class _Parts:
+    def __init__(self, kernel: Kernel, order: int, header: bool, paths: bool):
+        self.kernel, self.order, self.header, self.paths = kernel, order, header, paths
+
+    def read(self, order: int, cgroup: int) -> tuple[bytes, bool]:
+        """A new walk's first read, without its header line."""
+        output, whole = self.kernel.first_read(order, cgroup)
+        if self.header and output:
+            output = output[output.find(b"\n") + 1:]
+        return output, whole
+
+    def part(self, cgroup: int) -> Iterator[bytes]:
+        output, whole = self.read(self.order, cgroup)
+        if whole:
+            yield output
+        else:
+            yield from self.after(cgroup, output)
+
+    def after(self, root: int, first: bytes, keep_header: bool = False) -> Iterator[bytes]:
+        """root's walk from its first read, first, on: that read stopped short of the whole walk."""
+        chain = self.kernel.chain(root, *_last(first)) if self.paths else None
+        if chain is None:
+            if keep_header and self.header:
+                yield first[:first.find(b"\n") + 1]
+            yield from self.listed(root)
+            return
+        yield first
+        if self.order == PRE:
+            for child in self.kernel.children(chain[-1].path):
+                yield from self.part(child.id)
+        for parent, done in reversed(list(zip(chain, chain[1:]))):
+            later = [c.id for c in self.kernel.children(parent.path) if c.id > done.id]
+            if parent.id != root:
+                # the parent's whole walk may fit one read: its lines after done's subtree, in one walk
+                output, whole = self.read(self.order, parent.id)
+                at = _line_of(output, later[0] if self.order == PRE and later else None,
+                              done.id if self.order == POST else None) if whole else None
+                if at is not None:
+                    yield output[at:]
+                    continue
+            for sibling in later:
+                yield from self.part(sibling)
+            if self.order == POST:
+                yield self.read(SELF, parent.id)[0]
+
+    def listed(self, root: int) -> Iterator[bytes]:
+        """root's walk from a listing of its tree: each subtree that fits one read whole, the
+        others split into each cgroup alone and its children's subtrees."""
+        tree = self.kernel.tree(root)
+        if tree is None:
+            return
+        # a stack, not recursion: a tree may be deeper than Python's recursion limit
+        pending = [(root, False)]  # (cgroup, whether its children are walked already: post-order)
+        while pending:
+            cgroup, children_done = pending.pop()
+            if children_done:
+                yield self.read(SELF, cgroup)[0]
+                continue
+            if not (tree.children.get(cgroup) and tree.size.get(cgroup, 0) > TRY_UP_TO):
+                output, whole = self.read(self.order, cgroup)
+                if whole:
+                    yield output
+                    continue
+            children = [(child, False) for child in reversed(tree.children.get(cgroup, ()))]
+            if self.order == PRE:
+                yield self.read(SELF, cgroup)[0]
+            else:
+                pending.append((cgroup, True))
+            pending.extend(children)
 
 
-def _post(tree: Tree, root: int, walk_one: Walk) -> Iterator[bytes]:
-    pending = [(root, False)]  # (cgroup, whether its children are walked already)
-    while pending:
-        cgroup, children_done = pending.pop()
-        if children_done:
-            yield walk_one(SELF, cgroup) or b""
-            continue
-        whole = _try(tree, cgroup, POST, walk_one)
-        if whole is not None:
-            yield whole
-            continue
-        pending.append((cgroup, True))
-        pending.extend((child, False) for child in reversed(tree.children.get(cgroup, ())))
-
-
-def _try(tree: Tree, cgroup: int, order: int, walk_one: Walk) -> bytes | None:
-    if tree.children.get(cgroup) and tree.size.get(cgroup, 0) > TRY_UP_TO:
+def _line_of(output: bytes, start: int | None, after: int | None) -> int | None:
+    """Where, in the bundled program's lines, the line of cgroup start begins, or the line after
+    cgroup after's; with neither (no later sibling in pre-order), the end. None: not found."""
+    if start is None and after is None:
+        return len(output)
+    wanted = b"%d " % (start if start is not None else after)
+    at = 0 if output.startswith(wanted) else output.find(b"\n" + wanted) + 1
+    if at == 0 and not output.startswith(wanted):
         return None
-    return walk_one(order, cgroup)
+    if start is not None:
+        return at
+    end = output.find(b"\n", at)
+    return end + 1 if end >= 0 else None
+
+
+def _last(output: bytes) -> tuple[int, str]:
+    """The id and path of the last cgroup of the bundled program's output ("id level path" lines);
+    (0, "") where its last line is not one (a path with a newline in it ends there)."""
+    line = output[output.rstrip(b"\n").rfind(b"\n") + 1:].rstrip(b"\n")
+    fields = line.split(b" ", 2)
+    if len(fields) != 3 or not fields[0].isdigit():
+        return 0, ""
+    return int(fields[0]), fields[2].decode(errors="surrogateescape")

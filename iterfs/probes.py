@@ -138,31 +138,55 @@ def cgroup_ids(cgroups: str = "/") -> set[int]:
     return ids
 
 
-def cgroup_tree(cgroups: str = "/") -> tuple[int, pieces.Tree]:
-    """The root's id and the tree of cgroups under cgroups, for a walk in parts. A guess of each
-    subtree's output: its lines as the bundled program prints them (id, level, path)."""
-    root = _cgroup_dir(cgroups)
-    root_id = os.stat(root).st_ino
+def cgroup_root_id(cgroups: str = "/") -> int:
+    return os.stat(_cgroup_dir(cgroups)).st_ino
+
+
+def cgroup_children(path: str) -> list[pieces.Cgroup]:
+    """The children of the cgroup at path, oldest first. A cgroup's id is its directory's inode
+    number, which a kernfs directory entry gives (d_ino) without a stat(); ids only grow."""
+    try:
+        return sorted(pieces.Cgroup(e.inode(), e.path) for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:  # removed meanwhile
+        return []
+
+
+def cgroup_chain(cgroups: str, root: int, cgroup: int, printed: str) -> list[pieces.Cgroup] | None:
+    """The cgroups from root down to cgroup, whose path the cgroup program printed as printed
+    (relative to cgroups: the reader's namespace root); None if that is not where cgroup is now."""
+    path = _cgroup_dir(cgroups)
+    chain = []
+    for name in [""] + [part for part in printed.split("/") if part]:
+        path = os.path.join(path, name) if name else path
+        try:
+            chain.append(pieces.Cgroup(os.stat(path).st_ino, path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+    ids = [c.id for c in chain]
+    if root not in ids or ids[-1] != cgroup:
+        return None
+    return chain[ids.index(root):]
+
+
+def cgroup_tree(cgroups: str, root: int) -> pieces.Tree | None:
+    """The tree of cgroups under root, found under cgroups, with a guess of each subtree's output
+    (its lines as the bundled program prints them); None if root is not there now."""
+    base = _cgroup_dir(cgroups)
     children: dict[int, list[int]] = {}
     size: dict[int, int] = {}
     order: list[tuple[int, int | None]] = []  # (id, parent id), parents first
-
-    pending: list[tuple[str, int, int | None]] = [(root, root_id, None)]
+    pending: list[tuple[str, int, int | None]] = [(base, cgroup_root_id(cgroups), None)]
     while pending:
         path, cgroup, parent = pending.pop()
         order.append((cgroup, parent))
-        size[cgroup] = len(path) - len(root) + 24
-        try:
-            # a kernfs directory entry's d_ino is its node's id, as st_ino is
-            subdirs = [(e.path, e.inode()) for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
-        except FileNotFoundError:
-            continue  # removed while we walked
-        children[cgroup] = sorted(i for _, i in subdirs)
-        pending.extend((p, i, cgroup) for p, i in subdirs)
+        size[cgroup] = len(path) - len(base) + 24
+        subdirs = cgroup_children(path)
+        children[cgroup] = [c.id for c in subdirs]
+        pending.extend((c.path, c.id, cgroup) for c in subdirs)
     for cgroup, parent in reversed(order):
         if parent is not None:
             size[parent] += size[cgroup]
-    return root_id, pieces.Tree(children, size)
+    return pieces.Tree(children, size) if root in size else None
 
 
 def map_type_of(map_id: int) -> int | None:

@@ -7,6 +7,7 @@ than one read holds, many times over, and count each one they made.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import subprocess
@@ -143,11 +144,26 @@ def test_cgroup_walks_of_any_size_list_every_cgroup_once(mount, many_cgroups):
     position = {i: n for n, (i, _) in enumerate(post)}
     assert all(position[os.stat(p).st_ino] > position[os.stat(c).st_ino] for c in made[1:] for p in [c.parent])
 
-    # the kernel's own limit, which a pin of the same walk still has: one read only
+    # siblings in the kernel's order: the order they were made in, which is the order of their ids
+    children: dict[str, list[int]] = {}
+    for cgroup, path in rows:
+        children.setdefault(os.path.dirname(path), []).append(cgroup)
+    assert all(ids == sorted(ids) for ids in children.values())
+
+    # the kernel's own walk, pinned: its one read is where iterfs's output begins, byte for byte,
+    # and its next read fails, the limit that iterfs's walk in parts is made for
     pin = Path("/sys/fs/bpf") / f"iterfs-scale-{os.getpid()}"
-    subprocess.run([sys.executable, "-m", "iterfs", "pin", f"cgroup/id={top_id}", str(pin)], check=True)
+    subprocess.run([sys.executable, "-m", "iterfs", "pin", "cgroup/all", str(pin)], check=True)
     try:
-        cat = subprocess.run(["cat", str(pin)], capture_output=True, text=True)
-        assert cat.returncode != 0 and "not supported" in cat.stderr
+        fd = os.open(pin, os.O_RDONLY)
+        try:
+            first = os.read(fd, 1 << 20)
+            with pytest.raises(OSError) as info:
+                os.read(fd, 1 << 20)
+            assert info.value.errno == errno.EOPNOTSUPP
+        finally:
+            os.close(fd)
+        ours = (mount / "cgroup/all").read_bytes()
+        assert len(first) > 16 * 1024 and ours.startswith(first)
     finally:
         pin.unlink()
