@@ -5,6 +5,7 @@
  * iterfs/readmes/tcp.
  */
 #include "iterfs.bpf.h"
+#include "line.bpf.h"
 #include <bpf/bpf_endian.h>
 
 char _license[] SEC("license") = "GPL";
@@ -22,7 +23,7 @@ char _license[] SEC("license") = "GPL";
 #define USER_HZ			100
 #define NSEC_PER_SEC		1000000000ULL
 /* tcp4_seq_show(): seq_setwidth(TMPSZ - 1) and seq_pad() fill IPv4 lines with spaces */
-#define TCP4_WIDTH		"149"
+#define TCP4_WIDTH		149
 
 extern unsigned int CONFIG_HZ __kconfig;
 
@@ -68,42 +69,117 @@ static __always_inline int proc_refcnt(struct sock_common *skc)
 	return bpf_core_type_exists(struct bpf_tcp_iter_state) ? refs - 1 : refs;
 }
 
-/* The columns from st to retrnsmt, which every kind of socket fills in. */
+/* What a line shows, as each kind of socket fills it in. */
 struct tcp_cols {
 	__u32 srcp, destp;
 	__u32 state, tx_queue, rx_queue, timer;
 	long when;
 	__u32 retrnsmt;
+	__u32 uid, timeout;
+	__u64 inode;
+	int refcnt;
+	void *ptr;
+	/* listening and connected sockets only: the columns after the pointer */
+	int full;
+	__u64 rto, ato;
+	__u32 quick, cwnd;
+	int ssthresh;
 };
 
 /*
- * Lines are built in a scratch slot (too large for the stack): the columns
- * from uid on in the first TAIL_SIZE bytes, an IPv4 line after them.
+ * Lines are built by hand in a scratch slot (line.bpf.h): the columns up to
+ * the pointer in its first part, the rest in its third, the padding in its
+ * fifth. The pointer is the one bpf_seq_printf(): %pK prints as
+ * kptr_restrict decides for the reader, always 16 characters on a 64-bit
+ * kernel.
  */
-#define TAIL_SIZE 256
-#define LINE_SIZE 512
+#define PK_WIDTH 16
+#define PAD_MAX 64
 
 /* Prints one line, as get_tcp4_sock() or get_tcp6_sock() and their siblings do. */
-static __always_inline void print_line(struct seq_file *seq, struct sock_common *skc, int sl,
-				       struct tcp_cols *c, char *buf)
+static __noinline void print_line(struct seq_file *seq, struct sock_common *skc, int sl,
+				  struct tcp_cols *c, char *buf)
 {
 	const __u32 *src = skc->skc_v6_rcv_saddr.in6_u.u6_addr32;
 	const __u32 *dst = skc->skc_v6_daddr.in6_u.u6_addr32;
-	char *line = buf + TAIL_SIZE;
+	int v6 = skc->skc_family == AF_INET6;
+	char *head = buf, *tail = buf + 2 * LINE_PART, *pad = buf + 4 * LINE_PART;
+	__u32 at = LINE_PART, end = LINE_PART, from;
+	__u64 spaces;
 
-	if (skc->skc_family == AF_INET6) {
-		BPF_SEQ_PRINTF(seq, "%4d: %08X%08X%08X%08X:%04X %08X%08X%08X%08X:%04X ",
-			       sl, src[0], src[1], src[2], src[3], c->srcp,
-			       dst[0], dst[1], dst[2], dst[3], c->destp);
-		BPF_SEQ_PRINTF(seq, "%02X %08X:%08X %02X:%08lX %08X %s\n", c->state, c->tx_queue,
-			       c->rx_queue, c->timer, c->when, c->retrnsmt, buf);
+	if (!buf)
 		return;
+	/* backwards, from the last column: see line.bpf.h */
+	if (c->full) {
+		end = put_sdec(tail, end, c->ssthresh, 0);
+		end = put_char(tail, end, ' ');
+		end = put_udec(tail, end, c->cwnd, 0);
+		end = put_char(tail, end, ' ');
+		end = put_udec(tail, end, c->quick, 0);
+		end = put_char(tail, end, ' ');
+		end = put_udec64(tail, end, c->ato, 0);
+		end = put_char(tail, end, ' ');
+		end = put_udec64(tail, end, c->rto, 0);
+		end = put_char(tail, end, ' ');
 	}
-	BPF_SNPRINTF(line, LINE_SIZE,
-		     "%4d: %08X:%04X %08X:%04X %02X %08X:%08X %02X:%08lX %08X %s",
-		     sl, skc->skc_rcv_saddr, c->srcp, skc->skc_daddr, c->destp, c->state,
-		     c->tx_queue, c->rx_queue, c->timer, c->when, c->retrnsmt, buf);
-	BPF_SEQ_PRINTF(seq, "%-" TCP4_WIDTH "s\n", line);
+	at = put_char(head, at, ' ');
+	at = put_sdec(head, at, c->refcnt, 0);
+	at = put_char(head, at, ' ');
+	at = put_udec64(head, at, c->inode, 0);
+	at = put_char(head, at, ' ');
+	at = put_sdec(head, at, c->timeout, 8);
+	at = put_char(head, at, ' ');
+	at = put_udec(head, at, c->uid, 5);
+	at = put_char(head, at, ' ');
+	at = put_hex(head, at, c->retrnsmt, 8);
+	at = put_char(head, at, ' ');
+	at = put_hex_long(head, at, c->when);
+	at = put_char(head, at, ':');
+	at = put_hex(head, at, c->timer, 2);
+	at = put_char(head, at, ' ');
+	at = put_hex(head, at, c->rx_queue, 8);
+	at = put_char(head, at, ':');
+	at = put_hex(head, at, c->tx_queue, 8);
+	at = put_char(head, at, ' ');
+	at = put_hex(head, at, c->state, 2);
+	at = put_char(head, at, ' ');
+	at = put_hex(head, at, c->destp, 4);
+	at = put_char(head, at, ':');
+	if (v6) {
+		at = put_hex(head, at, dst[3], 8);
+		at = put_hex(head, at, dst[2], 8);
+		at = put_hex(head, at, dst[1], 8);
+		at = put_hex(head, at, dst[0], 8);
+	} else {
+		at = put_hex(head, at, skc->skc_daddr, 8);
+	}
+	at = put_char(head, at, ' ');
+	at = put_hex(head, at, c->srcp, 4);
+	at = put_char(head, at, ':');
+	if (v6) {
+		at = put_hex(head, at, src[3], 8);
+		at = put_hex(head, at, src[2], 8);
+		at = put_hex(head, at, src[1], 8);
+		at = put_hex(head, at, src[0], 8);
+	} else {
+		at = put_hex(head, at, skc->skc_rcv_saddr, 8);
+	}
+	at = put_char(head, at, ' ');
+	at = put_char(head, at, ':');
+	at = put_sdec(head, at, sl, 4);
+
+	/* tcp4_seq_show(): seq_setwidth(TMPSZ - 1) and seq_pad() fill IPv4 lines with spaces */
+	spaces = v6 ? 0 : at_least_0((__s64)TCP4_WIDTH -
+				     (__s64)((LINE_PART - at) + PK_WIDTH + (LINE_PART - end)));
+	spaces &= PAD_MAX - 1;
+	__builtin_memset(pad, ' ', PAD_MAX);
+	pad[PAD_MAX] = '\n';	/* spaces, then the newline at pad[PAD_MAX] */
+	write_part(seq, head, at);
+	BPF_SEQ_PRINTF(seq, "%pK", c->ptr);
+	write_part(seq, tail, end);
+	from = (PAD_MAX - spaces) & (2 * PAD_MAX - 1);
+	barrier_var(from);
+	bpf_seq_write(seq, pad + from, spaces + 1);
 }
 
 /* get_tcp4_sock() / get_tcp6_sock(): listening and connected sockets */
@@ -116,7 +192,7 @@ static __always_inline void dump_full(struct seq_file *seq, struct tcp_sock *tp,
 	__u8 pending = icsk->icsk_pending;
 	unsigned long expires = bpf_jiffies64();
 	struct tcp_cols c = {};
-	int ssthresh, rx;
+	int rx;
 
 	c.srcp = bpf_ntohs(inet->inet_sport);
 	c.destp = bpf_ntohs(sk->__sk_common.skc_dport);
@@ -137,20 +213,24 @@ static __always_inline void dump_full(struct seq_file *seq, struct tcp_sock *tp,
 	c.tx_queue = tp->write_seq - tp->snd_una;
 	if (c.state == TCP_LISTEN) {
 		c.rx_queue = sk->sk_ack_backlog;
-		ssthresh = icsk->icsk_accept_queue.fastopenq.max_qlen;
+		c.ssthresh = icsk->icsk_accept_queue.fastopenq.max_qlen;
 	} else {
 		/* unlocked, so it can be transiently negative */
 		rx = tp->rcv_nxt - tp->copied_seq;
 		c.rx_queue = rx < 0 ? 0 : rx;
-		ssthresh = tp->snd_ssthresh >= TCP_INFINITE_SSTHRESH ? -1 : tp->snd_ssthresh;
+		c.ssthresh = tp->snd_ssthresh >= TCP_INFINITE_SSTHRESH ? -1 : tp->snd_ssthresh;
 	}
 	c.retrnsmt = icsk->icsk_retransmits;
-
-	BPF_SNPRINTF(buf, TAIL_SIZE, "%5u %8d %lu %d %pK %lu %lu %u %u %d",
-		     uid, icsk->icsk_probes_out, sock_ino(sk), proc_refcnt(&sk->__sk_common),
-		     sk, jiffies_to_clock_t(icsk->icsk_rto),
-		     jiffies_to_clock_t(BPF_CORE_READ_BITFIELD(icsk, icsk_ack.ato)),
-		     (icsk->icsk_ack.quick << 1) | in_pingpong_mode(icsk), tp->snd_cwnd, ssthresh);
+	c.uid = uid;
+	c.timeout = icsk->icsk_probes_out;
+	c.inode = sock_ino(sk);
+	c.refcnt = proc_refcnt(&sk->__sk_common);
+	c.ptr = sk;
+	c.full = 1;
+	c.rto = jiffies_to_clock_t(icsk->icsk_rto);
+	c.ato = jiffies_to_clock_t(BPF_CORE_READ_BITFIELD(icsk, icsk_ack.ato));
+	c.quick = (icsk->icsk_ack.quick << 1) | in_pingpong_mode(icsk);
+	c.cwnd = tp->snd_cwnd;
 	print_line(seq, &sk->__sk_common, sl, &c, buf);
 }
 
@@ -166,8 +246,8 @@ static __always_inline void dump_timewait(struct seq_file *seq, struct tcp_timew
 	c.state = tw->tw_substate;
 	c.timer = 3;
 	c.when = jiffies_delta_to_clock_t(tw->tw_timer.expires - bpf_jiffies64());
-	BPF_SNPRINTF(buf, TAIL_SIZE, "%5d %8d %d %d %pK", 0, 0, 0,
-		     proc_refcnt(&tw->__tw_common), tw);
+	c.refcnt = proc_refcnt(&tw->__tw_common);
+	c.ptr = tw;
 	print_line(seq, &tw->__tw_common, sl, &c, buf);
 }
 
@@ -185,7 +265,8 @@ static __always_inline void dump_request(struct seq_file *seq, struct tcp_reques
 	c.when = jiffies_delta_to_clock_t(req->rsk_timer.expires - bpf_jiffies64());
 	c.retrnsmt = BPF_CORE_READ_BITFIELD(req, num_timeout);
 	/* uid, non-standard timer, inode (request sockets have none), refcount 0 */
-	BPF_SNPRINTF(buf, TAIL_SIZE, "%5u %8d %d %d %pK", uid, 0, 0, 0, req);
+	c.uid = uid;
+	c.ptr = req;
 	print_line(seq, &req->__req_common, sl, &c, buf);
 }
 
@@ -213,7 +294,7 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	 * sees 0 after one object as after none: the header goes with an object.
 	 */
 	if (sl == 0)
-		BPF_SEQ_PRINTF(seq, "%-" TCP4_WIDTH "s\n",
+		BPF_SEQ_PRINTF(seq, "%-149s\n",
 			       "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when "
 			       "retrnsmt   uid  timeout inode");
 

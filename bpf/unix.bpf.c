@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* unix: one line per AF_UNIX socket, as /proc/net/unix. Columns: iterfs/readmes/unix. */
 #include "iterfs.bpf.h"
+#include "line.bpf.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -22,51 +23,85 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 /*
  * The address as unix_seq_show() prints it: a filesystem path up to its NUL,
  * an abstract name as '@' and its bytes, each NUL byte (the leading one too)
- * shown as '@'.
+ * shown as '@'. @tmp: UNIX_PATH_MAX bytes of a scratch slot, or NULL (no
+ * slot free), and then a byte at a time.
  */
-static __always_inline void seq_write_addr(struct seq_file *seq, struct unix_address *addr)
+static __always_inline void seq_write_addr(struct seq_file *seq, struct unix_address *addr, char *tmp)
 {
-	char buf[UNIX_PATH_MAX];
 	int len = addr->len - (int)offsetof(struct sockaddr_un, sun_path);
+	const char *name = addr->name[0].sun_path;
+	char c = 0;
 
 	if (len <= 0 || len > UNIX_PATH_MAX)
 		return;
-	if (bpf_probe_read_kernel(buf, len, addr->name[0].sun_path))
-		return;
 	/* the NUL that ends a filesystem path is counted in addr->len */
-	if (buf[0])
+	if (bpf_probe_read_kernel(&c, 1, name) == 0 && c)
 		len--;
-	for (int i = 0; i < UNIX_PATH_MAX && i < len; i++) {
-		if (!buf[i])
-			buf[i] = '@';
+	if (!tmp) {
+		for (int i = 0; i < UNIX_PATH_MAX && i < len; i++) {
+			if (bpf_probe_read_kernel(&c, 1, name + i))
+				return;
+			bpf_seq_write(seq, c ? &c : "@", 1);
+		}
+		return;
 	}
-	if (len > 0 && len <= UNIX_PATH_MAX)
-		bpf_seq_write(seq, buf, len);
+	if (len <= 0 || bpf_probe_read_kernel(tmp, len & 127, name))
+		return;
+	for (int i = 0; i < UNIX_PATH_MAX && i < len; i++) {
+		if (!tmp[i])
+			tmp[i] = '@';
+	}
+	bpf_seq_write(seq, tmp, len & 127);
 }
 
-static __always_inline void show_sock(struct seq_file *seq, struct unix_sock *u)
+/*
+ * One line, built by hand in @buf (a scratch slot, line.bpf.h) after the
+ * address: %pK prints as kptr_restrict decides for the reader, the one
+ * bpf_seq_printf(). Without a slot (@buf NULL), the same in one printf.
+ */
+static __always_inline void show_sock(struct seq_file *seq, struct unix_sock *u, char *buf)
 {
 	struct sock *sk = (struct sock *)u;
 	int state = sk->__sk_common.skc_state;
 	/* the iterator holds one reference on every socket of its batch */
 	int refs = sk->__sk_common.skc_refcnt.refs.counter - 1;
+	int st = sk->sk_socket ?
+		 (state == TCP_ESTABLISHED ? SS_CONNECTED : SS_UNCONNECTED) :
+		 (state == TCP_ESTABLISHED ? SS_CONNECTING : SS_DISCONNECTING);
+	__u32 at = LINE_PART;
 
-	BPF_SEQ_PRINTF(seq, "%pK: %08X %08X %08X %04X %02X %5lu", sk, refs, 0,
-		       state == TCP_LISTEN ? __SO_ACCEPTCON : 0, sk->sk_type,
-		       sk->sk_socket ?
-		       (state == TCP_ESTABLISHED ? SS_CONNECTED : SS_UNCONNECTED) :
-		       (state == TCP_ESTABLISHED ? SS_CONNECTING : SS_DISCONNECTING),
-		       sock_ino(sk));
+	if (!buf) {
+		BPF_SEQ_PRINTF(seq, "%pK: %08X %08X %08X %04X %02X %5lu", sk, refs, 0,
+			       state == TCP_LISTEN ? __SO_ACCEPTCON : 0, sk->sk_type, st, sock_ino(sk));
+	} else {
+		/* backwards, from the last column */
+		at = put_udec64(buf, at, sock_ino(sk), 5);
+		at = put_char(buf, at, ' ');
+		at = put_hex(buf, at, st, 2);
+		at = put_char(buf, at, ' ');
+		at = put_hex(buf, at, sk->sk_type, 4);
+		at = put_char(buf, at, ' ');
+		at = put_hex(buf, at, state == TCP_LISTEN ? __SO_ACCEPTCON : 0, 8);
+		at = put_char(buf, at, ' ');
+		at = put_hex(buf, at, 0, 8);
+		at = put_char(buf, at, ' ');
+		at = put_hex(buf, at, refs, 8);
+		at = put_char(buf, at, ' ');
+		at = put_char(buf, at, ':');
+		BPF_SEQ_PRINTF(seq, "%pK", sk);
+		write_part(seq, buf, at);
+	}
 	/* bpf_seq_write(), not a bpf_seq_printf() that parses a format, for one byte */
 	if (u->addr) {
 		bpf_seq_write(seq, " ", 1);
-		seq_write_addr(seq, u->addr);
+		seq_write_addr(seq, u->addr, buf ? buf + 2 * LINE_PART : NULL);
 	}
 	bpf_seq_write(seq, "\n", 1);
 }
 
 struct batch_walk {
 	struct seq_file *seq;
+	char *buf;
 	struct sock **batch;
 	__u32 from;
 };
@@ -83,7 +118,7 @@ static long show_batched(__u64 i, struct batch_walk *w)
 		return 1;
 	/* gone since the batch was taken: bpf_iter_unix_seq_show() skips it too (sk_unhashed()) */
 	if (u->sk.__sk_common.skc_node.pprev)
-		show_sock(w->seq, u);
+		show_sock(w->seq, u, w->buf);
 	return 0;
 }
 
@@ -98,7 +133,7 @@ static long show_batched(__u64 i, struct batch_walk *w)
  * already printed. Returns -1 where the iterator's state is not the shape this
  * knows, and the caller prints the one socket, as the kernel walks.
  */
-static __always_inline int show_bucket(struct seq_file *seq, struct unix_sock *u)
+static __always_inline int show_bucket(struct seq_file *seq, struct unix_sock *u, char *buf)
 {
 	struct bpf_unix_iter_state *iter;
 	struct batch_walk w = { .seq = seq };
@@ -127,7 +162,8 @@ static __always_inline int show_bucket(struct seq_file *seq, struct unix_sock *u
 	if (cur > 0 && seq->count > 0)
 		return 1;
 	/* the batch's first socket, or its first left when those before it went */
-	show_sock(seq, u);
+	w.buf = buf;
+	show_sock(seq, u, buf);
 	w.from = cur;
 	bpf_loop(end - cur - 1, show_batched, &w, 0);
 	return 0;
@@ -138,15 +174,24 @@ int dump_unix(struct bpf_iter__unix *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct unix_sock *u = ctx->unix_sk;
-	int shown;
+	struct scratch *s;
+	char *buf = NULL;
+	int shown, slot;
 
 	if (!u)
 		return 0;
 	if (ctx->meta->seq_num == 0)
 		BPF_SEQ_PRINTF(seq, "Num       RefCount Protocol Flags    Type St Inode Path\n");
-	shown = show_bucket(seq, u);
-	if (shown >= 0)
-		return shown;
-	show_sock(seq, u);
-	return 0;
+	/* no slot free: lines by printf, as a retry (return 1) would end the read (show_bucket()) */
+	slot = scratch_claim(&s);
+	if (slot >= 0 && slot < SCRATCH_SLOTS)
+		buf = s->buf[slot];
+	shown = show_bucket(seq, u, buf);
+	if (shown < 0) {
+		show_sock(seq, u, buf);
+		shown = 0;
+	}
+	if (buf)
+		scratch_release(s, slot);
+	return shown;
 }
