@@ -9,6 +9,8 @@ char _license[] SEC("license") = "GPL";
 
 /* deeper paths end in "/..." */
 #define MAX_DEPTH 32
+/* a directory name and its NUL: NAME_MAX + 1 */
+#define NAME_SIZE 256
 
 /*
  * Paths are relative to the cgroup2 root of the reader's cgroup namespace, as
@@ -29,8 +31,11 @@ int dump_cgroup(struct bpf_iter__cgroup *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct cgroup *cgrp = ctx->cgroup;
 	struct cgroup *root = ns_root(), *anc;
-	int level, top;
+	struct scratch *s = NULL;
+	int level, top, slot;
+	const char *name;
 	__u32 top_idx;
+	long len;
 
 	if (!cgrp)
 		return 0;
@@ -51,9 +56,11 @@ int dump_cgroup(struct bpf_iter__cgroup *ctx)
 		return 0;
 	BPF_SEQ_PRINTF(seq, "%llu %d ", cgrp->kn->id, level);
 	if (level == top) {
-		BPF_SEQ_PRINTF(seq, "/\n");
+		bpf_seq_write(seq, "/\n", 2);
 		return 0;
 	}
+	/* each name read into a scratch slot after its "/", and written in one go (cheaper than a printf) */
+	slot = scratch_claim(&s);
 	/*
 	 * Linux 6.1 (7f203bc89eb6) replaced ancestor_ids[] with ancestors[], the
 	 * release that added this iterator: no fallback needed.
@@ -66,8 +73,19 @@ int dump_cgroup(struct bpf_iter__cgroup *ctx)
 			break;
 		if (bpf_core_read(&anc, sizeof(anc), &cgrp->ancestors[idx]) || !anc)
 			break;
-		BPF_SEQ_PRINTF(seq, "/%s", BPF_CORE_READ(anc, kn, name));
+		name = BPF_CORE_READ(anc, kn, name);
+		if (slot < 0 || slot >= SCRATCH_SLOTS) {
+			/* none free, and a retry would end the walk */
+			BPF_SEQ_PRINTF(seq, "/%s", name);
+			continue;
+		}
+		s->buf[slot][0] = '/';
+		len = bpf_probe_read_kernel_str(&s->buf[slot][1], NAME_SIZE, name);
+		if (len > 1 && len <= NAME_SIZE)
+			bpf_seq_write(seq, s->buf[slot], len);	/* the "/" and the name, not its NUL */
 	}
+	if (slot >= 0 && slot < SCRATCH_SLOTS)
+		scratch_release(s, slot);
 	if (level - top > MAX_DEPTH)
 		BPF_SEQ_PRINTF(seq, "/...");
 	BPF_SEQ_PRINTF(seq, "\n");

@@ -55,38 +55,46 @@ static __always_inline void store(char *part, __u32 at, char c)
 	part[i] = c;
 }
 
-static __always_inline char hex_upper(__u64 d)
+/* A hex digit, uppercase or (@lower 1) lowercase */
+static __always_inline char hex_digit(__u64 d, __u64 lower)
 {
 	__u64 letter = (9 - d) >> 63;
 
 	barrier_var(letter);
-	return '0' + d + letter * ('A' - '0' - 10);
+	return '0' + d + letter * ('A' - '0' - 10 + (lower & 1) * ('a' - 'A'));
 }
 
-/* @digits uppercase hex digits of @v (at most @most, a constant), as "%0<digits>X" prints. */
-static __always_inline __u32 put_hex_n(char *part, __u32 pos, __u64 v, __u32 digits, const int most)
+/*
+ * @digits hex digits of @v (at most @most, a constant), as "%0<digits>X"
+ * prints, or "%0<digits>x" with @lower 1.
+ */
+static __always_inline __u32 put_hex_n(char *part, __u32 pos, __u64 v, __u32 digits, const int most,
+				       __u64 lower)
 {
 #pragma unroll
 	for (int i = 0; i < most; i++) {
-		store(part, pos - 1 - i, hex_upper(v & 15));
+		store(part, pos - 1 - i, hex_digit(v & 15, lower));
 		v >>= 4;
 	}
 	return pos - (digits & 31);
 }
 
 /* "%0<digits>X" of a value that fits in @digits (a constant) */
-#define put_hex(part, pos, v, digits)	put_hex_n(part, pos, v, digits, digits)
+#define put_hex(part, pos, v, digits)	put_hex_n(part, pos, v, digits, digits, 0)
 
-/* "%08lX": at least 8 uppercase hex digits, more for a larger value. */
-static __always_inline __u32 put_hex_long(char *part, __u32 pos, __u64 v)
+/* "%0<least>X" (or "%0<least>x", @lower 1): at least @least (a constant) hex digits, more for a larger value. */
+static __always_inline __u32 put_hex_least(char *part, __u32 pos, __u64 v, const int least, __u64 lower)
 {
-	__u32 digits = 8;
+	__u32 digits = least;
 
 #pragma unroll
-	for (int k = 8; k < 16; k++)
+	for (int k = least; k < 16; k++)
 		digits += nonzero(v >> (4 * k));
-	return put_hex_n(part, pos, v, digits, 16);
+	return put_hex_n(part, pos, v, digits, 16, lower);
 }
+
+/* "%08lX" */
+#define put_hex_long(part, pos, v)	put_hex_least(part, pos, v, 8, 0)
 
 /* v / 10 for any 32-bit v, by a multiplication: a division instruction costs ten times as much */
 static __always_inline __u32 div10(__u32 v)

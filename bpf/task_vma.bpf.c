@@ -4,6 +4,7 @@
  * /proc/PID/maps shows for it, byte for byte. Columns: iterfs/readmes/task_vma.
  */
 #include "iterfs.bpf.h"
+#include "line.bpf.h"
 #include "path.bpf.h"
 #include "reader.bpf.h"
 
@@ -17,7 +18,8 @@ char _license[] SEC("license") = "GPL";
 #define PAGE_SHIFT	12
 #define MINORBITS	20
 /* fs/proc/task_mmu.c: the name column starts after 25 + sizeof(void *) * 6 - 1 */
-#define MAPS_NAME_COLUMN "72"
+#define MAPS_NAME_COLUMN 72
+#define PAD_MAX 128
 
 /* Linux 5.17 (9a10064f5625) added vm_area_struct::anon_name (CONFIG_ANON_VMA_NAME). */
 struct vm_area_struct___anon {
@@ -58,6 +60,12 @@ static __always_inline const char *special_name(struct vm_area_struct *vma)
 	return NULL;
 }
 
+/* Up to MAPS_NAME_COLUMN with spaces, then the space before the name. */
+static __always_inline void write_pad(struct seq_file *seq, char *pad, __u32 spaces)
+{
+	bpf_seq_write(seq, pad, (spaces & (PAD_MAX - 1)) + 1);
+}
+
 SEC("iter/task_vma")
 int dump_task_vma(struct bpf_iter__task_vma *ctx)
 {
@@ -68,11 +76,13 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 	struct file *file;
 	const struct path *path = NULL;
 	struct inode *inode;
-	const char *name;
+	const char *name, *anon;
 	__u64 pgoff = 0, ino = 0;
 	__u32 dev = 0;
-	char prefix[128];
-	int tgid;
+	__u32 at, columns, spaces;
+	struct scratch *s;
+	char *part, *pad;
+	int tgid, slot;
 
 	if (!task || !vma)
 		return 0;
@@ -90,36 +100,62 @@ int dump_task_vma(struct bpf_iter__task_vma *ctx)
 		ino = BPF_CORE_READ(inode, i_ino);
 		pgoff = (__u64)vma->vm_pgoff << PAGE_SHIFT;
 	}
-	BPF_SNPRINTF(prefix, sizeof(prefix), "%08lx-%08lx %c%c%c%c %08llx %02x:%02x %lu ",
-		     vma->vm_start, vma->vm_end,
-		     flags & VM_READ ? 'r' : '-', flags & VM_WRITE ? 'w' : '-',
-		     flags & VM_EXEC ? 'x' : '-', flags & VM_MAYSHARE ? 's' : 'p',
-		     pgoff, dev >> MINORBITS, dev & ((1U << MINORBITS) - 1), ino);
+	/* the columns of show_map_vma(), built by hand backwards (line.bpf.h) after the pid */
+	slot = scratch_claim(&s);
+	if (slot < 0 || slot >= SCRATCH_SLOTS)
+		return 1;
+	part = s->buf[slot];
+	at = LINE_PART;
+	at = put_char(part, at, ' ');
+	at = put_udec64(part, at, ino, 0);
+	at = put_char(part, at, ' ');
+	at = put_hex_least(part, at, dev & ((1U << MINORBITS) - 1), 2, 1);
+	at = put_char(part, at, ':');
+	at = put_hex_least(part, at, dev >> MINORBITS, 2, 1);
+	at = put_char(part, at, ' ');
+	at = put_hex_least(part, at, pgoff, 8, 1);
+	at = put_char(part, at, ' ');
+	at = put_char(part, at, flags & VM_MAYSHARE ? 's' : 'p');
+	at = put_char(part, at, flags & VM_EXEC ? 'x' : '-');
+	at = put_char(part, at, flags & VM_WRITE ? 'w' : '-');
+	at = put_char(part, at, flags & VM_READ ? 'r' : '-');
+	at = put_char(part, at, ' ');
+	at = put_hex_least(part, at, vma->vm_end, 8, 1);
+	at = put_char(part, at, '-');
+	at = put_hex_least(part, at, vma->vm_start, 8, 1);
+	columns = LINE_PART - at;
+	at = put_char(part, at, ' ');
+	at = put_sdec(part, at, tgid, 0);
+	write_part(seq, part, at);
+	/* seq_pad(): a name starts after the columns padded to MAPS_NAME_COLUMN, and a space */
+	pad = part + LINE_PART;
+	__builtin_memset(pad, ' ', PAD_MAX);
+	spaces = at_least_0((__s64)MAPS_NAME_COLUMN - (__s64)columns) & (PAD_MAX - 1);
 
 	/* the order of get_vma_name(), fs/proc/task_mmu.c */
 	if (file) {
+		write_pad(seq, pad, spaces);
+		scratch_release(s, slot);	/* the path walk takes a slot of its own */
 		name = anon_name(vma);
 		if (name) {
-			BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s [anon_shmem:%s]\n",
-				       tgid, prefix, name);
+			BPF_SEQ_PRINTF(seq, "[anon_shmem:%s]\n", name);
 			return 0;
 		}
-		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s ", tgid, prefix);
 		if (seq_write_path_walked(seq, path))
 			return 1;
-		BPF_SEQ_PRINTF(seq, "\n");
+		bpf_seq_write(seq, "\n", 1);
 		return 0;
 	}
 	name = special_name(vma);
-	if (name) {
-		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s %s\n", tgid, prefix, name);
-		return 0;
-	}
-	name = anon_name(vma);
-	if (name) {
-		BPF_SEQ_PRINTF(seq, "%d %-" MAPS_NAME_COLUMN "s [anon:%s]\n", tgid, prefix, name);
-		return 0;
-	}
-	BPF_SEQ_PRINTF(seq, "%d %s\n", tgid, prefix);
+	anon = name ? NULL : anon_name(vma);
+	if (name || anon)
+		write_pad(seq, pad, spaces);
+	scratch_release(s, slot);
+	if (name)
+		BPF_SEQ_PRINTF(seq, "%s\n", name);
+	else if (anon)
+		BPF_SEQ_PRINTF(seq, "[anon:%s]\n", anon);
+	else
+		bpf_seq_write(seq, "\n", 1);
 	return 0;
 }

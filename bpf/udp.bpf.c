@@ -5,6 +5,7 @@
  * iterfs/readmes/udp.
  */
 #include "iterfs.bpf.h"
+#include "line.bpf.h"
 #include <bpf/bpf_endian.h>
 
 char _license[] SEC("license") = "GPL";
@@ -13,7 +14,9 @@ char _license[] SEC("license") = "GPL";
 #define AF_INET		2
 #define AF_INET6	10
 /* udp4_seq_show(): seq_setwidth(127) and seq_pad() fill IPv4 lines with spaces */
-#define UDP4_WIDTH	"127"
+#define UDP4_WIDTH	127
+#define PK_WIDTH	16
+#define PAD_MAX		64
 
 /*
  * Linux 6.5 (c96dac8d369f, "bpf: udp: Implement batching for sockets
@@ -43,8 +46,10 @@ int dump_udp(struct bpf_iter__udp *ctx)
 	 */
 	int sl = ctx->meta->seq_num;
 	__u32 srcp, destp, tx_queue, rx_queue;
-	char *tail, *line;
-	int slot;
+	__u32 at, end = LINE_PART, from;
+	char *head, *tail, *pad;
+	__u64 spaces;
+	int slot, v6;
 
 	if (!up)
 		return 0;
@@ -56,14 +61,16 @@ int dump_udp(struct bpf_iter__udp *ctx)
 	slot = scratch_claim(&s);
 	if (slot < 0 || slot >= SCRATCH_SLOTS)
 		return 1;
-	tail = s->buf[slot];
-	line = s->buf[slot] + SCRATCH_SIZE / 2;
+	head = s->buf[slot];
+	tail = head + 2 * LINE_PART;
+	pad = head + 4 * LINE_PART;
+	v6 = skc->skc_family == AF_INET6;
 	/*
 	 * seq_num counts objects already shown, but the final call (NULL object)
 	 * sees 0 after one object as after none: the header goes with an object.
 	 */
 	if (sl == 0)
-		BPF_SEQ_PRINTF(seq, "%-" UDP4_WIDTH "s\n",
+		BPF_SEQ_PRINTF(seq, "%-127s\n",
 			       "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when "
 			       "retrnsmt   uid  timeout inode ref pointer drops");
 
@@ -73,24 +80,70 @@ int dump_udp(struct bpf_iter__udp *ctx)
 	/* sk_wmem_alloc_get() and udp_rqueue_get() */
 	tx_queue = sk->sk_wmem_alloc.refs.counter - 1;
 	rx_queue = sk->sk_backlog.rmem_alloc.counter - up->forward_deficit;
-	/* uid, timeout, inode, ref, pointer, drops */
-	BPF_SNPRINTF(tail, SCRATCH_SIZE / 2, "%5u %8d %lu %d %pK %u", ctx->uid, 0, sock_ino(sk),
-		     proc_refcnt(sk), sk, sock_drops(sk));
-	if (skc->skc_family == AF_INET6) {
-		src = skc->skc_v6_rcv_saddr.in6_u.u6_addr32;
+	/* built by hand, backwards (line.bpf.h): up to the pointer, %pK, then drops and the padding */
+	at = LINE_PART;
+	at = put_char(head, at, ' ');
+	at = put_sdec(head, at, proc_refcnt(sk), 0);
+	at = put_char(head, at, ' ');
+	at = put_udec64(head, at, sock_ino(sk), 0);
+	at = put_char(head, at, ' ');
+	at = put_sdec(head, at, 0, 8);
+	at = put_char(head, at, ' ');
+	at = put_udec(head, at, ctx->uid, 5);
+	at = put_char(head, at, ' ');
+	at = put_hex(head, at, 0, 8);
+	at = put_char(head, at, ' ');
+	at = put_hex_long(head, at, 0);
+	at = put_char(head, at, ':');
+	at = put_hex(head, at, 0, 2);
+	at = put_char(head, at, ' ');
+	at = put_hex(head, at, rx_queue, 8);
+	at = put_char(head, at, ':');
+	at = put_hex(head, at, tx_queue, 8);
+	at = put_char(head, at, ' ');
+	at = put_hex(head, at, skc->skc_state, 2);
+	at = put_char(head, at, ' ');
+	at = put_hex(head, at, destp, 4);
+	at = put_char(head, at, ':');
+	if (v6) {
 		dst = skc->skc_v6_daddr.in6_u.u6_addr32;
-		BPF_SEQ_PRINTF(seq, "%5d: %08X%08X%08X%08X:%04X %08X%08X%08X%08X:%04X ",
-			       sl, src[0], src[1], src[2], src[3], srcp,
-			       dst[0], dst[1], dst[2], dst[3], destp);
-		BPF_SEQ_PRINTF(seq, "%02X %08X:%08X %02X:%08lX %08X %s\n", skc->skc_state,
-			       tx_queue, rx_queue, 0, 0L, 0, tail);
+		at = put_hex(head, at, dst[3], 8);
+		at = put_hex(head, at, dst[2], 8);
+		at = put_hex(head, at, dst[1], 8);
+		at = put_hex(head, at, dst[0], 8);
 	} else {
-		BPF_SNPRINTF(line, SCRATCH_SIZE / 2,
-			     "%5d: %08X:%04X %08X:%04X %02X %08X:%08X %02X:%08lX %08X %s",
-			     sl, skc->skc_rcv_saddr, srcp, skc->skc_daddr, destp,
-			     skc->skc_state, tx_queue, rx_queue, 0, 0L, 0, tail);
-		BPF_SEQ_PRINTF(seq, "%-" UDP4_WIDTH "s\n", line);
+		at = put_hex(head, at, skc->skc_daddr, 8);
 	}
+	at = put_char(head, at, ' ');
+	at = put_hex(head, at, srcp, 4);
+	at = put_char(head, at, ':');
+	if (v6) {
+		src = skc->skc_v6_rcv_saddr.in6_u.u6_addr32;
+		at = put_hex(head, at, src[3], 8);
+		at = put_hex(head, at, src[2], 8);
+		at = put_hex(head, at, src[1], 8);
+		at = put_hex(head, at, src[0], 8);
+	} else {
+		at = put_hex(head, at, skc->skc_rcv_saddr, 8);
+	}
+	at = put_char(head, at, ' ');
+	at = put_char(head, at, ':');
+	at = put_sdec(head, at, sl, 5);
+	end = put_udec(tail, end, sock_drops(sk), 0);
+	end = put_char(tail, end, ' ');
+	/* udp4_seq_show(): seq_setwidth(127) and seq_pad() fill IPv4 lines with spaces */
+	spaces = v6 ? 0 : at_least_0((__s64)UDP4_WIDTH -
+				     (__s64)((LINE_PART - at) + PK_WIDTH + (LINE_PART - end)));
+	spaces &= PAD_MAX - 1;
+	__builtin_memset(pad, ' ', PAD_MAX);
+	pad[PAD_MAX] = '\n';	/* spaces, then the newline at pad[PAD_MAX] */
+	write_part(seq, head, at);
+	/* %pK prints as kptr_restrict decides for the reader: 16 characters on a 64-bit kernel */
+	BPF_SEQ_PRINTF(seq, "%pK", sk);
+	write_part(seq, tail, end);
+	from = (PAD_MAX - spaces) & (2 * PAD_MAX - 1);
+	barrier_var(from);
+	bpf_seq_write(seq, pad + from, spaces + 1);
 	scratch_release(s, slot);
 	return 0;
 }

@@ -9,7 +9,10 @@ map holds an fd of it for as long as the link is being made.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
+import struct
 from typing import Iterator, NamedTuple
 
 from . import _libbpf, pieces
@@ -28,10 +31,10 @@ DAEMONS = Scope()
 
 
 def costly(schema: Schema) -> bool:
-    """Whether check() of the schema's names walks many files (the whole cgroup tree) rather
-    than reading one or two (/proc/N/status, a map's fdinfo): an event loop runs those in a
-    worker thread."""
-    return isinstance(schema.base, CgroupSchema)
+    """Whether check() of the schema's names walks many files (the whole cgroup tree, where the
+    cgroup2 mount opens no file handles) rather than reading one or two (/proc/N/status, a
+    map's fdinfo, a cgroup's directory by its id): an event loop runs those in a worker thread."""
+    return isinstance(schema.base, CgroupSchema) and not _handles_open()
 
 
 def check(schema: Schema, params: Params, scope: Scope = DAEMONS) -> None:
@@ -47,7 +50,7 @@ def check(schema: Schema, params: Params, scope: Scope = DAEMONS) -> None:
             if key == "pid" and tgid != number:
                 raise ParamError(f"{number} is a thread of process {tgid}, not a process: use tid={number}")
     elif isinstance(base, CgroupSchema):
-        if "id" in values and values["id"] not in cgroup_ids(scope.cgroups):
+        if "id" in values and not cgroup_exists(values["id"], scope.cgroups):
             raise ParamError(f"no cgroup with id {values['id']} under {_cgroup_dir(scope.cgroups)}")
     elif isinstance(base, MapSchema):
         map_type = map_type_of(values["map_id"])
@@ -122,6 +125,45 @@ def cgroup2_root() -> str:
 
 def _cgroup_dir(cgroups: str) -> str:
     return os.path.join(cgroup2_root(), cgroups.lstrip("/")).rstrip("/") or "/"
+
+
+def cgroup_exists(cgroup_id: int, cgroups: str = "/") -> bool:
+    """Whether a cgroup with this id is under cgroups now: its directory, opened by its file
+    handle (a kernfs handle is the id), or a walk of the tree where the mount opens none."""
+    if not _handles_open():
+        return cgroup_id in cgroup_ids(cgroups)
+    path = _cgroup_by_id(cgroup_id)
+    under = _cgroup_dir(cgroups)
+    return path is not None and (path == under or path.startswith(under.rstrip("/") + "/"))
+
+
+FILEID_KERNFS = 0xFE  # include/linux/exportfs.h: a kernfs node's handle is its 64-bit id
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _cgroup_by_id(cgroup_id: int) -> str | None:
+    """The cgroup2 directory of the cgroup with this id (open_by_handle_at(2)), None if none."""
+    handle = ctypes.create_string_buffer(struct.pack("=IiQ", 8, FILEID_KERNFS, cgroup_id), 16)
+    root = os.open(cgroup2_root(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _libc.open_by_handle_at(root, handle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if fd < 0:
+            return None  # ESTALE: no such cgroup (now)
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root)
+
+
+@functools.lru_cache(maxsize=None)
+def _handles_open() -> bool:
+    """Whether the cgroup2 mount opens a directory by its file handle (the root's, id 1)."""
+    try:
+        return _cgroup_by_id(os.stat(cgroup2_root()).st_ino) is not None
+    except (OSError, ParamError):
+        return False
 
 
 def cgroup_ids(cgroups: str = "/") -> set[int]:
