@@ -81,8 +81,8 @@ int dump_cgroup(struct bpf_iter__cgroup *ctx)
 		}
 		s->buf[slot][0] = '/';
 		len = bpf_probe_read_kernel_str(&s->buf[slot][1], NAME_SIZE, name);
-		if (len > 1 && len <= NAME_SIZE)
-			bpf_seq_write(seq, s->buf[slot], len);	/* the "/" and the name, not its NUL */
+		/* the "/" and the name, not its NUL; the "/" alone for a name that cannot be read */
+		bpf_seq_write(seq, s->buf[slot], len > 1 && len <= NAME_SIZE ? len : 1);
 	}
 	if (slot >= 0 && slot < SCRATCH_SLOTS)
 		scratch_release(s, slot);

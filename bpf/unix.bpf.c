@@ -16,7 +16,19 @@ char _license[] SEC("license") = "GPL";
  * unix iterator exists.
  */
 #define UNIX_BUCKET_SPACE	(64 - (8 + 1) - 1)
-#define UNIX_OFFSET(pos)	((pos) & ((1ULL << UNIX_BUCKET_SPACE) - 1))
+#define UNIX_BUCKET(pos)	((pos) >> UNIX_BUCKET_SPACE)
+
+/*
+ * Per walk (meta->session_id), the hash bucket it printed last, plus 1. A
+ * walk's own key, so concurrent walks share nothing; the walk's end deletes
+ * it, and one left by a walk closed early is evicted (LRU).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} unix_printed SEC(".maps");
 
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
@@ -127,18 +139,21 @@ static long show_batched(__u64 i, struct batch_walk *w)
  * Linux 6.18): the iterator takes a hash bucket's sockets as one batch, and
  * bpf_iter_unix_seq_stop() never clears st_bucket_done, so every read() after
  * the first resumes at the next bucket, dropping what the previous read left
- * of its bucket. Here the batch's first socket prints the whole batch, and its
- * next socket ends the read (return 1 with output pending: the kernel keeps
- * that output and stops there), so the kernel's skip drops only sockets
- * already printed. Returns -1 where the iterator's state is not the shape this
- * knows, and the caller prints the one socket, as the kernel walks.
+ * of its bucket. Here the first socket of a bucket the walk shows prints the
+ * whole batch, and the bucket's next socket ends the read (return 1 with
+ * output pending: the kernel keeps that output and stops there), so the
+ * kernel's skip drops only sockets already printed. A kernel that resumes
+ * inside the bucket gets nothing printed twice. Returns -1 where the
+ * iterator's state is not the shape this knows, and the caller prints the
+ * one socket, as the kernel walks.
  */
-static __always_inline int show_bucket(struct seq_file *seq, struct unix_sock *u, char *buf)
+static __always_inline int show_bucket(struct seq_file *seq, __u64 session, struct unix_sock *u, char *buf)
 {
 	struct bpf_unix_iter_state *iter;
 	struct batch_walk w = { .seq = seq };
-	__u32 cur, end;
+	__u64 bucket, *printed;
 	struct sock *held = NULL;
+	__u32 cur, end;
 
 	if (!bpf_core_field_exists(struct bpf_unix_iter_state, st_bucket_done) ||
 	    !bpf_core_field_exists(struct bpf_unix_iter_state, batch) || !bpf_rdonly_cast)
@@ -152,16 +167,13 @@ static __always_inline int show_bucket(struct seq_file *seq, struct unix_sock *u
 	if (cur >= end || bpf_probe_read_kernel(&held, sizeof(held), &w.batch[cur]) ||
 	    held != (struct sock *)u)
 		return -1;
-	/*
-	 * A batch that began inside its bucket: a kernel that resumes where a read
-	 * ended, after this walk printed the bucket from its first socket.
-	 */
-	if (UNIX_OFFSET(seq->index) != cur + 1)
-		return 0;
-	/* printed from an earlier socket of this batch, in this read */
-	if (cur > 0 && seq->count > 0)
-		return 1;
-	/* the batch's first socket, or its first left when those before it went */
+	bucket = UNIX_BUCKET(seq->index) + 1;
+	printed = bpf_map_lookup_elem(&unix_printed, &session);
+	if (printed && *printed == bucket)
+		/* printed by this read (end it here), or by an earlier one (a kernel that resumes) */
+		return seq->count > 0 ? 1 : 0;
+	bpf_map_update_elem(&unix_printed, &session, &bucket, BPF_ANY);
+	/* the first socket of the bucket the walk shows: it and the rest of the batch */
 	w.buf = buf;
 	show_sock(seq, u, buf);
 	w.from = cur;
@@ -174,19 +186,22 @@ int dump_unix(struct bpf_iter__unix *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
 	struct unix_sock *u = ctx->unix_sk;
+	__u64 session = ctx->meta->session_id;
 	struct scratch *s;
 	char *buf = NULL;
 	int shown, slot;
 
-	if (!u)
+	if (!u) {	/* the walk's end */
+		bpf_map_delete_elem(&unix_printed, &session);
 		return 0;
+	}
 	if (ctx->meta->seq_num == 0)
 		BPF_SEQ_PRINTF(seq, "Num       RefCount Protocol Flags    Type St Inode Path\n");
 	/* no slot free: lines by printf, as a retry (return 1) would end the read (show_bucket()) */
 	slot = scratch_claim(&s);
 	if (slot >= 0 && slot < SCRATCH_SLOTS)
 		buf = s->buf[slot];
-	shown = show_bucket(seq, u, buf);
+	shown = show_bucket(seq, session, u, buf);
 	if (shown < 0) {
 		show_sock(seq, u, buf);
 		shown = 0;

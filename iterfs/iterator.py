@@ -239,8 +239,8 @@ class Iterator:
 class Stream:
     """An Iterator read at offsets, as FUSE asks after any lseek(2): a seq_file's rules.
 
-    read_at() reads the kernel as far as a request needs and READ_AHEAD
-    beyond, and blocks; read_buffered() never blocks on the kernel and answers
+    read_at() reads the kernel as far as a request needs, and blocks;
+    read_buffered() never blocks on the kernel and answers
     what the buffer already holds (the next read, the final empty read, a
     re-read), so an event loop can serve it itself; read_ahead() reads on in
     the background meanwhile, one kernel read at a time, so a reader that
@@ -260,6 +260,8 @@ class Stream:
         self._held = threading.Lock()  # what is held: taken for moments, never around a kernel read
         self._more = threading.Condition(self._held)  # notified as read_ahead() brings each read
         self._reading_ahead = False
+        self._lock_wanted = 0  # read_at()s waiting for _lock: read_ahead() gives way to them
+        self._pinned: list[int] = []  # offsets read_at()s will take: kept until they are taken
         self._closed = False
         self._closing = False  # read_ahead() gives way to a close
         self._at_start()
@@ -290,23 +292,32 @@ class Stream:
         with self._held:
             # what read_ahead() is reading is taken as it comes: its thread would hold _lock on
             # and on (a lock that is released and taken again at once is not handed over)
-            while self._reading_ahead and not self._has(offset, size):
+            while self._reading_ahead and not self._has(offset, size) and offset >= self._base:
                 self._more.wait()
             if self._has(offset, size):
                 return self._take(offset, size)
-        with self._lock:
-            if self._closed:
-                raise OSError(errno.EBADF, "read after release")
-            if offset < self._base:
-                log.debug("%s: a read at %d, before the %d bytes kept from %d on: the walk starts over",
-                          self.iterator.target, offset, self.held, self._base)
-                self._start_over()
-            # what a read at offset keeps afterwards: nothing before this is kept while filling
-            keep_from = max(offset, self._served_end) - KEEP_BYTES
-            with self.iterator.reading():  # one switch to the reader for the reads this request needs
-                self._fill_to(offset + size, keep_from)
+            # a read at another offset meanwhile (a pread(2) of the same fd) drops nothing from here
+            self._pinned.append(offset)
+            self._lock_wanted += 1
+        try:
+            with self._lock:
+                with self._held:
+                    self._lock_wanted -= 1
+                if self._closed:
+                    raise OSError(errno.EBADF, "read after release")
+                if offset < self._base:
+                    log.debug("%s: a read at %d, before the %d bytes kept from %d on: the walk starts over",
+                              self.iterator.target, offset, self.held, self._base)
+                    self._start_over()
+                # what a read at offset keeps afterwards: nothing before this is kept while filling
+                keep_from = max(offset, self._served_end) - KEEP_BYTES
+                with self.iterator.reading():  # one switch to the reader for the reads this request needs
+                    self._fill_to(offset + size, keep_from)
+                with self._held:
+                    return self._take(offset, size)
+        finally:
             with self._held:
-                return self._take(offset, size)
+                self._pinned.remove(offset)
 
     def read_buffered(self, offset: int, size: int) -> bytes | None:
         """What read_at() would return, if that needs no kernel read; otherwise None."""
@@ -332,27 +343,27 @@ class Stream:
 
     def read_ahead(self) -> None:
         """Read the kernel on to the read-ahead past what was served, for the reads to come;
-        a read_at() meanwhile takes its bytes as they come. Blocks."""
-        with self._lock:
-            with self._held:
-                if self._closed or self._closing:
-                    return
-                self._reading_ahead = True
-            try:
-                with self.iterator.reading():
-                    while True:
-                        with self._held:
-                            if self._closing or self._eof or self._error:
-                                return
-                            end = self._served_end + self._ahead()
-                            keep_from = self._served_end - KEEP_BYTES
-                        if self._produced >= end:
+        a read_at() meanwhile takes its bytes as they come. Gives way to a read_at() that needs
+        _lock (one before what is kept, which starts the walk over) and to a close. Blocks."""
+        with self._held:
+            if self._closed or self._closing:
+                return
+            self._reading_ahead = True  # before _lock: a read_at() now waits for its bytes instead
+        try:
+            with self._lock, self.iterator.reading():
+                while True:
+                    with self._held:
+                        if self._closing or self._eof or self._error or self._lock_wanted:
                             return
-                        self._fill_to(self._produced + 1, keep_from)
-            finally:
-                with self._held:
-                    self._reading_ahead = False
-                    self._more.notify_all()
+                        end = self._served_end + self._ahead()
+                        keep_from = self._served_end - KEEP_BYTES
+                    if self._produced >= end:
+                        return
+                    self._fill_to(self._produced + 1, keep_from)
+        finally:
+            with self._held:
+                self._reading_ahead = False
+                self._more.notify_all()
 
     def _start_over(self) -> None:
         self.iterator.start_over()
@@ -365,8 +376,11 @@ class Stream:
         while self._produced < end and not self._eof and self._error is None:
             try:
                 chunk = self.iterator.read()
-            except OSError as e:
+            except Exception as e:  # noqa: BLE001 - any failure ends the walk with an errno, never as its end
                 # the reader gets every byte before the error, then the error
+                if not isinstance(e, OSError):
+                    log.exception("%s: read", self.iterator.target)
+                    e = OSError(errno.EIO, f"{self.iterator.target}: {e}")
                 with self._held:
                     self._error = e
                     self._more.notify_all()
@@ -391,6 +405,7 @@ class Stream:
         at, stop = offset, min(offset + size, self._end)
         parts = []
         i = bisect.bisect_right(self._starts, offset) - 1
+        assert i >= 0 or at >= stop, "a read before what is held"
         while at < stop:
             chunk, start = self._chunks[i], self._starts[i]
             begin, end = at - start, min(len(chunk), stop - start)
@@ -403,7 +418,10 @@ class Stream:
         return data
 
     def _drop_before(self, offset: int) -> None:
-        """Let go of the reads that end at or before offset. Under _held."""
+        """Let go of the reads that end at or before offset, but what a read_at() in flight will
+        take. Under _held."""
+        if self._pinned:
+            offset = min(offset, *self._pinned)
         gone = 0
         while gone < len(self._chunks) and self._starts[gone] + len(self._chunks[gone]) <= offset:
             gone += 1
@@ -503,8 +521,12 @@ class Iterators:
                 self._programs.hold(recipe)
                 policy = access.ReaderPolicy(map_fd, grant.subject, functools.partial(self._programs.release, recipe))
             place = self.namespaces.place(target, reader, grant.assume, policy)
-            iterator = Iterator.attach(target, prog_fd, link_info, recipe.through, formatter, place,
-                                       self._in_parts(recipe, params, prog_fd, scope))
+            try:
+                in_parts = self._in_parts(recipe, params, prog_fd, scope)
+            except BaseException:
+                place.close()
+                raise
+            iterator = Iterator.attach(target, prog_fd, link_info, recipe.through, formatter, place, in_parts)
         with self._lock:
             self._open.add(iterator)
         return iterator

@@ -28,6 +28,7 @@ from .params import CGROUP_ORDERS
 
 SELF, PRE, POST = (CGROUP_ORDERS[name] for name in ("self_only", "descendants_pre", "descendants_post"))
 ORDERS = frozenset({PRE, POST})  # the walks that may be larger than one read
+HEADER = b"id level path\n"  # the bundled program's first line (bpf/cgroup.bpf.c)
 # Listing a whole tree, a subtree whose guessed output is larger is split without trying it.
 TRY_UP_TO = 24 * 1024
 
@@ -63,8 +64,8 @@ def walk(kernel: Kernel, root: int, order: int, header: bool, paths: bool, first
         chunks = parts.after(root, first, keep_header=True)
     else:
         chunks = parts.listed(root)
-        if header and first:
-            yield first[:first.find(b"\n") + 1]
+        if header and first.startswith(HEADER):
+            yield HEADER
     for chunk in chunks:
         if chunk:  # an empty chunk would end the reader's walk
             yield chunk
@@ -75,10 +76,11 @@ class _Parts:
         self.kernel, self.order, self.header, self.paths = kernel, order, header, paths
 
     def read(self, order: int, cgroup: int) -> tuple[bytes, bool]:
-        """A new walk's first read, without its header line."""
+        """A new walk's first read, without its header line: a walk whose first cgroup is a dead
+        one (which the kernel skips, using up seq_num 0) has none."""
         output, whole = self.kernel.first_read(order, cgroup)
-        if self.header and output:
-            output = output[output.find(b"\n") + 1:]
+        if self.header and output.startswith(HEADER):
+            output = output[len(HEADER):]
         return output, whole
 
     def part(self, cgroup: int) -> Iterator[bytes]:
@@ -92,8 +94,8 @@ class _Parts:
         """root's walk from its first read, first, on: that read stopped short of the whole walk."""
         chain = self.kernel.chain(root, *_last(first)) if self.paths else None
         if chain is None:
-            if keep_header and self.header:
-                yield first[:first.find(b"\n") + 1]
+            if keep_header and self.header and first.startswith(HEADER):
+                yield HEADER
             yield from self.listed(root)
             return
         yield first
@@ -102,10 +104,14 @@ class _Parts:
                 yield from self.part(child.id)
         for parent, done in reversed(list(zip(chain, chain[1:]))):
             later = [c.id for c in self.kernel.children(parent.path) if c.id > done.id]
+            if not later:
+                if self.order == POST:
+                    yield self.read(SELF, parent.id)[0]
+                continue
             if parent.id != root:
                 # the parent's whole walk may fit one read: its lines after done's subtree, in one walk
                 output, whole = self.read(self.order, parent.id)
-                at = _line_of(output, later[0] if self.order == PRE and later else None,
+                at = _line_of(output, later[0] if self.order == PRE else None,
                               done.id if self.order == POST else None) if whole else None
                 if at is not None:
                     yield output[at:]

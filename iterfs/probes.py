@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import os
 import struct
@@ -148,7 +149,10 @@ def _cgroup_by_id(cgroup_id: int) -> str | None:
     try:
         fd = _libc.open_by_handle_at(root, handle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         if fd < 0:
-            return None  # ESTALE: no such cgroup (now)
+            code = ctypes.get_errno()
+            if code in (errno.ESTALE, errno.ENOENT):
+                return None  # no such cgroup (now)
+            raise OSError(code, f"open_by_handle_at(cgroup {cgroup_id}): {os.strerror(code)}")
         try:
             return os.readlink(f"/proc/self/fd/{fd}")
         finally:
