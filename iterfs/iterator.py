@@ -298,6 +298,7 @@ class Stream:
                 return self._take(offset, size)
             # a read at another offset meanwhile (a pread(2) of the same fd) drops nothing from here
             self._pinned.append(offset)
+            pinned = True
             self._lock_wanted += 1
         try:
             with self._lock:
@@ -314,10 +315,13 @@ class Stream:
                 with self.iterator.reading():  # one switch to the reader for the reads this request needs
                     self._fill_to(offset + size, keep_from)
                 with self._held:
+                    self._pinned.remove(offset)  # first: what this read takes is then dropped as any
+                    pinned = False
                     return self._take(offset, size)
         finally:
-            with self._held:
-                self._pinned.remove(offset)
+            if pinned:
+                with self._held:
+                    self._pinned.remove(offset)
 
     def read_buffered(self, offset: int, size: int) -> bytes | None:
         """What read_at() would return, if that needs no kernel read; otherwise None."""
