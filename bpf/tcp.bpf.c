@@ -5,7 +5,7 @@
  * iterfs/readmes/tcp.
  */
 #include "iterfs.bpf.h"
-#include "line.bpf.h"
+#include "proc_net.bpf.h"
 #include <bpf/bpf_endian.h>
 
 char _license[] SEC("license") = "GPL";
@@ -71,14 +71,7 @@ static __always_inline int proc_refcnt(struct sock_common *skc)
 
 /* What a line shows, as each kind of socket fills it in. */
 struct tcp_cols {
-	__u32 srcp, destp;
-	__u32 state, tx_queue, rx_queue, timer;
-	long when;
-	__u32 retrnsmt;
-	__u32 uid, timeout;
-	__u64 inode;
-	int refcnt;
-	void *ptr;
+	struct sock_cols s;	/* up to the pointer */
 	/* listening and connected sockets only: the columns after the pointer */
 	int full;
 	__u64 rto, ato;
@@ -86,30 +79,17 @@ struct tcp_cols {
 	int ssthresh;
 };
 
-/*
- * Lines are built by hand in a scratch slot (line.bpf.h): the columns up to
- * the pointer in its first part, the rest in its third, the padding in its
- * fifth. The pointer is the one bpf_seq_printf(): %pK prints as
- * kptr_restrict decides for the reader, always 16 characters on a 64-bit
- * kernel.
- */
-#define PK_WIDTH 16
-#define PAD_MAX 64
-
-/* Prints one line, as get_tcp4_sock() or get_tcp6_sock() and their siblings do. */
+/* Prints one line, as get_tcp4_sock() or get_tcp6_sock() and their siblings do (proc_net.bpf.h). */
 static __noinline void print_line(struct seq_file *seq, struct sock_common *skc, int sl,
 				  struct tcp_cols *c, char *buf)
 {
-	const __u32 *src = skc->skc_v6_rcv_saddr.in6_u.u6_addr32;
-	const __u32 *dst = skc->skc_v6_daddr.in6_u.u6_addr32;
 	int v6 = skc->skc_family == AF_INET6;
-	char *head = buf, *tail = buf + 2 * LINE_PART, *pad = buf + 4 * LINE_PART;
-	__u32 at = LINE_PART, end = LINE_PART, from;
-	__u64 spaces;
+	char *tail = buf + 2 * LINE_PART;
+	__u32 at = LINE_PART, end = LINE_PART;
 
 	if (!buf)
 		return;
-	/* backwards, from the last column: see line.bpf.h */
+	/* backwards, from the last column */
 	if (c->full) {
 		end = put_sdec(tail, end, c->ssthresh, 0);
 		end = put_char(tail, end, ' ');
@@ -122,64 +102,9 @@ static __noinline void print_line(struct seq_file *seq, struct sock_common *skc,
 		end = put_udec64(tail, end, c->rto, 0);
 		end = put_char(tail, end, ' ');
 	}
-	at = put_char(head, at, ' ');
-	at = put_sdec(head, at, c->refcnt, 0);
-	at = put_char(head, at, ' ');
-	at = put_udec64(head, at, c->inode, 0);
-	at = put_char(head, at, ' ');
-	at = put_sdec(head, at, c->timeout, 8);
-	at = put_char(head, at, ' ');
-	at = put_udec(head, at, c->uid, 5);
-	at = put_char(head, at, ' ');
-	at = put_hex(head, at, c->retrnsmt, 8);
-	at = put_char(head, at, ' ');
-	at = put_hex_long(head, at, c->when);
-	at = put_char(head, at, ':');
-	at = put_hex(head, at, c->timer, 2);
-	at = put_char(head, at, ' ');
-	at = put_hex(head, at, c->rx_queue, 8);
-	at = put_char(head, at, ':');
-	at = put_hex(head, at, c->tx_queue, 8);
-	at = put_char(head, at, ' ');
-	at = put_hex(head, at, c->state, 2);
-	at = put_char(head, at, ' ');
-	at = put_hex(head, at, c->destp, 4);
-	at = put_char(head, at, ':');
-	if (v6) {
-		at = put_hex(head, at, dst[3], 8);
-		at = put_hex(head, at, dst[2], 8);
-		at = put_hex(head, at, dst[1], 8);
-		at = put_hex(head, at, dst[0], 8);
-	} else {
-		at = put_hex(head, at, skc->skc_daddr, 8);
-	}
-	at = put_char(head, at, ' ');
-	at = put_hex(head, at, c->srcp, 4);
-	at = put_char(head, at, ':');
-	if (v6) {
-		at = put_hex(head, at, src[3], 8);
-		at = put_hex(head, at, src[2], 8);
-		at = put_hex(head, at, src[1], 8);
-		at = put_hex(head, at, src[0], 8);
-	} else {
-		at = put_hex(head, at, skc->skc_rcv_saddr, 8);
-	}
-	at = put_char(head, at, ' ');
-	at = put_char(head, at, ':');
-	at = put_sdec(head, at, sl, 4);
-
+	at = put_sock_columns(buf, at, skc, v6, sl, 4, &c->s);
 	/* tcp4_seq_show(): seq_setwidth(TMPSZ - 1) and seq_pad() fill IPv4 lines with spaces */
-	spaces = v6 ? 0 : at_least_0((__s64)TCP4_WIDTH -
-				     (__s64)((LINE_PART - at) + PK_WIDTH + (LINE_PART - end)));
-	spaces &= PAD_MAX - 1;
-	__builtin_memset(pad, ' ', PAD_MAX);
-	pad[PAD_MAX] = '\n';	/* spaces, then the newline at pad[PAD_MAX] */
-	write_part(seq, head, at);
-	BPF_SEQ_PRINTF(seq, "%pK", c->ptr);
-	write_part(seq, tail, end);
-	from = (PAD_MAX - spaces) & (2 * PAD_MAX - 1);
-	barrier_var(from);
-	bpf_seq_write(seq, pad + from, spaces + 1);
+	write_sock_line(seq, buf, at, c->s.ptr, tail, end, buf + 4 * LINE_PART, v6 ? 0 : TCP4_WIDTH);
 }
 
 /* get_tcp4_sock() / get_tcp6_sock(): listening and connected sockets */
@@ -194,38 +119,38 @@ static __always_inline void dump_full(struct seq_file *seq, struct tcp_sock *tp,
 	struct tcp_cols c = {};
 	int rx;
 
-	c.srcp = bpf_ntohs(inet->inet_sport);
-	c.destp = bpf_ntohs(sk->__sk_common.skc_dport);
-	c.state = sk->__sk_common.skc_state;
+	c.s.srcp = bpf_ntohs(inet->inet_sport);
+	c.s.destp = bpf_ntohs(sk->__sk_common.skc_dport);
+	c.s.state = sk->__sk_common.skc_state;
 	if (pending == ICSK_TIME_RETRANS || pending == ICSK_TIME_REO_TIMEOUT ||
 	    pending == ICSK_TIME_LOSS_PROBE) {
-		c.timer = 1;
+		c.s.timer = 1;
 		expires = icsk->icsk_retransmit_timer.expires;
 	} else if (pending == ICSK_TIME_PROBE0) {
-		c.timer = 4;
+		c.s.timer = 4;
 		expires = icsk->icsk_retransmit_timer.expires;
 	} else if (sk->sk_timer.entry.pprev) {
 		/* timer_pending(): the keepalive timer is sk_timer */
-		c.timer = 2;
+		c.s.timer = 2;
 		expires = sk->sk_timer.expires;
 	}
-	c.when = jiffies_delta_to_clock_t(expires - bpf_jiffies64());
-	c.tx_queue = tp->write_seq - tp->snd_una;
-	if (c.state == TCP_LISTEN) {
-		c.rx_queue = sk->sk_ack_backlog;
+	c.s.when = jiffies_delta_to_clock_t(expires - bpf_jiffies64());
+	c.s.tx_queue = tp->write_seq - tp->snd_una;
+	if (c.s.state == TCP_LISTEN) {
+		c.s.rx_queue = sk->sk_ack_backlog;
 		c.ssthresh = icsk->icsk_accept_queue.fastopenq.max_qlen;
 	} else {
 		/* unlocked, so it can be transiently negative */
 		rx = tp->rcv_nxt - tp->copied_seq;
-		c.rx_queue = rx < 0 ? 0 : rx;
+		c.s.rx_queue = rx < 0 ? 0 : rx;
 		c.ssthresh = tp->snd_ssthresh >= TCP_INFINITE_SSTHRESH ? -1 : tp->snd_ssthresh;
 	}
-	c.retrnsmt = icsk->icsk_retransmits;
-	c.uid = uid;
-	c.timeout = icsk->icsk_probes_out;
-	c.inode = sock_ino(sk);
-	c.refcnt = proc_refcnt(&sk->__sk_common);
-	c.ptr = sk;
+	c.s.retrnsmt = icsk->icsk_retransmits;
+	c.s.uid = uid;
+	c.s.timeout = icsk->icsk_probes_out;
+	c.s.inode = sock_ino(sk);
+	c.s.refcnt = proc_refcnt(&sk->__sk_common);
+	c.s.ptr = sk;
 	c.full = 1;
 	c.rto = jiffies_to_clock_t(icsk->icsk_rto);
 	c.ato = jiffies_to_clock_t(BPF_CORE_READ_BITFIELD(icsk, icsk_ack.ato));
@@ -241,13 +166,13 @@ static __always_inline void dump_timewait(struct seq_file *seq, struct tcp_timew
 	struct inet_timewait_sock *tw = &ttw->tw_sk;
 	struct tcp_cols c = {};
 
-	c.srcp = bpf_ntohs(tw->tw_sport);
-	c.destp = bpf_ntohs(tw->__tw_common.skc_dport);
-	c.state = tw->tw_substate;
-	c.timer = 3;
-	c.when = jiffies_delta_to_clock_t(tw->tw_timer.expires - bpf_jiffies64());
-	c.refcnt = proc_refcnt(&tw->__tw_common);
-	c.ptr = tw;
+	c.s.srcp = bpf_ntohs(tw->tw_sport);
+	c.s.destp = bpf_ntohs(tw->__tw_common.skc_dport);
+	c.s.state = tw->tw_substate;
+	c.s.timer = 3;
+	c.s.when = jiffies_delta_to_clock_t(tw->tw_timer.expires - bpf_jiffies64());
+	c.s.refcnt = proc_refcnt(&tw->__tw_common);
+	c.s.ptr = tw;
 	print_line(seq, &tw->__tw_common, sl, &c, buf);
 }
 
@@ -258,15 +183,15 @@ static __always_inline void dump_request(struct seq_file *seq, struct tcp_reques
 	struct request_sock *req = &treq->req.req;
 	struct tcp_cols c = {};
 
-	c.srcp = req->__req_common.skc_num;
-	c.destp = bpf_ntohs(req->__req_common.skc_dport);
-	c.state = TCP_SYN_RECV;
-	c.timer = 1;
-	c.when = jiffies_delta_to_clock_t(req->rsk_timer.expires - bpf_jiffies64());
-	c.retrnsmt = BPF_CORE_READ_BITFIELD(req, num_timeout);
+	c.s.srcp = req->__req_common.skc_num;
+	c.s.destp = bpf_ntohs(req->__req_common.skc_dport);
+	c.s.state = TCP_SYN_RECV;
+	c.s.timer = 1;
+	c.s.when = jiffies_delta_to_clock_t(req->rsk_timer.expires - bpf_jiffies64());
+	c.s.retrnsmt = BPF_CORE_READ_BITFIELD(req, num_timeout);
 	/* uid, non-standard timer, inode (request sockets have none), refcount 0 */
-	c.uid = uid;
-	c.ptr = req;
+	c.s.uid = uid;
+	c.s.ptr = req;
 	print_line(seq, &req->__req_common, sl, &c, buf);
 }
 

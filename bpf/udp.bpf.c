@@ -5,7 +5,7 @@
  * iterfs/readmes/udp.
  */
 #include "iterfs.bpf.h"
-#include "line.bpf.h"
+#include "proc_net.bpf.h"
 #include <bpf/bpf_endian.h>
 
 char _license[] SEC("license") = "GPL";
@@ -15,8 +15,6 @@ char _license[] SEC("license") = "GPL";
 #define AF_INET6	10
 /* udp4_seq_show(): seq_setwidth(127) and seq_pad() fill IPv4 lines with spaces */
 #define UDP4_WIDTH	127
-#define PK_WIDTH	16
-#define PAD_MAX		64
 
 /*
  * Linux 6.5 (c96dac8d369f, "bpf: udp: Implement batching for sockets
@@ -36,7 +34,6 @@ int dump_udp(struct bpf_iter__udp *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct udp_sock *up = ctx->udp_sk;
 	struct sock_common *skc;
-	const __u32 *src, *dst;
 	struct scratch *s;
 	struct sock *sk;
 	/*
@@ -45,10 +42,9 @@ int dump_udp(struct bpf_iter__udp *ctx)
 	 * like it but differ: sl is a running number instead.
 	 */
 	int sl = ctx->meta->seq_num;
-	__u32 srcp, destp, tx_queue, rx_queue;
-	__u32 at, end = LINE_PART, from;
-	char *head, *tail, *pad;
-	__u64 spaces;
+	struct sock_cols c = {};
+	__u32 at, end = LINE_PART;
+	char *head, *tail;
 	int slot, v6;
 
 	if (!up)
@@ -63,7 +59,6 @@ int dump_udp(struct bpf_iter__udp *ctx)
 		return 1;
 	head = s->buf[slot];
 	tail = head + 2 * LINE_PART;
-	pad = head + 4 * LINE_PART;
 	v6 = skc->skc_family == AF_INET6;
 	/*
 	 * seq_num counts objects already shown, but the final call (NULL object)
@@ -75,75 +70,21 @@ int dump_udp(struct bpf_iter__udp *ctx)
 			       "retrnsmt   uid  timeout inode ref pointer drops");
 
 	/* as udp4_format_sock() and __ip6_dgram_sock_seq_show(); UDP has no timers */
-	srcp = bpf_ntohs(up->inet.inet_sport);
-	destp = bpf_ntohs(skc->skc_dport);
+	c.srcp = bpf_ntohs(up->inet.inet_sport);
+	c.destp = bpf_ntohs(skc->skc_dport);
+	c.state = skc->skc_state;
 	/* sk_wmem_alloc_get() and udp_rqueue_get() */
-	tx_queue = sk->sk_wmem_alloc.refs.counter - 1;
-	rx_queue = sk->sk_backlog.rmem_alloc.counter - up->forward_deficit;
-	/* built by hand, backwards (line.bpf.h): up to the pointer, %pK, then drops and the padding */
-	at = LINE_PART;
-	at = put_char(head, at, ' ');
-	at = put_sdec(head, at, proc_refcnt(sk), 0);
-	at = put_char(head, at, ' ');
-	at = put_udec64(head, at, sock_ino(sk), 0);
-	at = put_char(head, at, ' ');
-	at = put_sdec(head, at, 0, 8);
-	at = put_char(head, at, ' ');
-	at = put_udec(head, at, ctx->uid, 5);
-	at = put_char(head, at, ' ');
-	at = put_hex(head, at, 0, 8);
-	at = put_char(head, at, ' ');
-	at = put_hex_long(head, at, 0);
-	at = put_char(head, at, ':');
-	at = put_hex(head, at, 0, 2);
-	at = put_char(head, at, ' ');
-	at = put_hex(head, at, rx_queue, 8);
-	at = put_char(head, at, ':');
-	at = put_hex(head, at, tx_queue, 8);
-	at = put_char(head, at, ' ');
-	at = put_hex(head, at, skc->skc_state, 2);
-	at = put_char(head, at, ' ');
-	at = put_hex(head, at, destp, 4);
-	at = put_char(head, at, ':');
-	if (v6) {
-		dst = skc->skc_v6_daddr.in6_u.u6_addr32;
-		at = put_hex(head, at, dst[3], 8);
-		at = put_hex(head, at, dst[2], 8);
-		at = put_hex(head, at, dst[1], 8);
-		at = put_hex(head, at, dst[0], 8);
-	} else {
-		at = put_hex(head, at, skc->skc_daddr, 8);
-	}
-	at = put_char(head, at, ' ');
-	at = put_hex(head, at, srcp, 4);
-	at = put_char(head, at, ':');
-	if (v6) {
-		src = skc->skc_v6_rcv_saddr.in6_u.u6_addr32;
-		at = put_hex(head, at, src[3], 8);
-		at = put_hex(head, at, src[2], 8);
-		at = put_hex(head, at, src[1], 8);
-		at = put_hex(head, at, src[0], 8);
-	} else {
-		at = put_hex(head, at, skc->skc_rcv_saddr, 8);
-	}
-	at = put_char(head, at, ' ');
-	at = put_char(head, at, ':');
-	at = put_sdec(head, at, sl, 5);
+	c.tx_queue = sk->sk_wmem_alloc.refs.counter - 1;
+	c.rx_queue = sk->sk_backlog.rmem_alloc.counter - up->forward_deficit;
+	c.uid = ctx->uid;
+	c.inode = sock_ino(sk);
+	c.refcnt = proc_refcnt(sk);
+	/* the columns up to the pointer, the pointer, then drops and (IPv4) the padding: proc_net.bpf.h */
+	at = put_sock_columns(head, LINE_PART, skc, v6, sl, 5, &c);
 	end = put_udec(tail, end, sock_drops(sk), 0);
 	end = put_char(tail, end, ' ');
 	/* udp4_seq_show(): seq_setwidth(127) and seq_pad() fill IPv4 lines with spaces */
-	spaces = v6 ? 0 : at_least_0((__s64)UDP4_WIDTH -
-				     (__s64)((LINE_PART - at) + PK_WIDTH + (LINE_PART - end)));
-	spaces &= PAD_MAX - 1;
-	__builtin_memset(pad, ' ', PAD_MAX);
-	pad[PAD_MAX] = '\n';	/* spaces, then the newline at pad[PAD_MAX] */
-	write_part(seq, head, at);
-	/* %pK prints as kptr_restrict decides for the reader: 16 characters on a 64-bit kernel */
-	BPF_SEQ_PRINTF(seq, "%pK", sk);
-	write_part(seq, tail, end);
-	from = (PAD_MAX - spaces) & (2 * PAD_MAX - 1);
-	barrier_var(from);
-	bpf_seq_write(seq, pad + from, spaces + 1);
+	write_sock_line(seq, head, at, sk, tail, end, head + 4 * LINE_PART, v6 ? 0 : UDP4_WIDTH);
 	scratch_release(s, slot);
 	return 0;
 }
