@@ -165,7 +165,7 @@ class Iterator:
                                    functools.partial(probes.cgroup_chain, parts.cgroups),
                                    functools.partial(probes.cgroup_tree, parts.cgroups))
             root = parts.root or probes.cgroup_root_id(parts.cgroups)
-            yield from pieces.walk(kernel, root, parts.order, parts.bundled, parts.bundled, first)
+            yield from pieces.walk(kernel, root, parts.order, parts.bundled, first)
             return
         yield first
         while more:
@@ -269,23 +269,19 @@ class Stream:
     def _at_start(self) -> None:
         """Nothing read yet of the iterator's walk."""
         # what is held: the kernel's reads as they came (no copy of what is held, ever), from
-        # stream offset _base (the first one's start) to _end
+        # stream offset _base (the first one's start) to _produced
         self._chunks: list[bytes] = []
         self._starts: list[int] = []  # the stream offset of each
         self._base = 0
-        self._end = 0
+        self._produced = 0
         self._served_end = 0
         self._eof = False
         self._error: OSError | None = None
 
     @property
-    def _produced(self) -> int:
-        return self._end
-
-    @property
     def held(self) -> int:
         """Bytes of output this open holds in memory."""
-        return self._end - self._base
+        return self._produced - self._base
 
     def read_at(self, offset: int, size: int) -> bytes:
         """The bytes at offset, reading the kernel as needed. Blocks."""
@@ -394,19 +390,19 @@ class Stream:
                     self._eof = True
                     self._more.notify_all()
                     return
-                self._starts.append(self._end)
+                self._starts.append(self._produced)
                 self._chunks.append(chunk)
-                self._end += len(chunk)
+                self._produced += len(chunk)
                 # skipped over by a read further on; the walk's last KEEP_BYTES stay, for a read
                 # beyond the end followed by one before it
-                self._drop_before(min(keep_from, self._end - KEEP_BYTES))
+                self._drop_before(min(keep_from, self._produced - KEEP_BYTES))
                 self._more.notify_all()
 
     def _take(self, offset: int, size: int) -> bytes:
         """The bytes at offset that are held (offset is not before _base). Under _held."""
-        if offset >= self._end and self._error is not None:
+        if offset >= self._produced and self._error is not None:
             raise self._error
-        at, stop = offset, min(offset + size, self._end)
+        at, stop = offset, min(offset + size, self._produced)
         parts = []
         i = bisect.bisect_right(self._starts, offset) - 1
         assert i >= 0 or at >= stop, "a read before what is held"
@@ -431,7 +427,7 @@ class Stream:
             gone += 1
         if gone:
             del self._chunks[:gone], self._starts[:gone]
-            self._base = self._starts[0] if self._starts else self._end
+            self._base = self._starts[0] if self._starts else self._produced
 
     def try_close(self) -> bool:
         """Close now unless a kernel read holds the stream; True if closed."""
@@ -458,7 +454,7 @@ class Stream:
         with self._held:
             self._closed = True
             self._chunks, self._starts = [], []
-            self._base = self._end
+            self._base = self._produced
         self.iterator.close()
 
 

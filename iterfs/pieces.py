@@ -55,31 +55,25 @@ class Kernel(NamedTuple):
     tree: Callable[[int], Tree | None]  # root id -> the tree under it
 
 
-def walk(kernel: Kernel, root: int, order: int, header: bool, paths: bool, first: bytes) -> Iterator[bytes]:
-    """The output of root's walk in order, part by part, from its first read, first, on. header:
-    the program's output begins with a header line, which only first keeps; paths: its lines
-    are the bundled program's (id, level, path), so a part's last cgroup is known."""
-    parts = _Parts(kernel, order, header, paths)
-    if paths:
-        chunks = parts.after(root, first, keep_header=True)
-    else:
-        chunks = parts.listed(root)
-        if header and first.startswith(HEADER):
-            yield HEADER
-    for chunk in chunks:
+def walk(kernel: Kernel, root: int, order: int, bundled: bool, first: bytes) -> Iterator[bytes]:
+    """The output of root's walk in order, part by part, from its first read, first, on.
+    bundled: the bundled program's output, a header line and "id level path" lines, so a part's
+    last cgroup is known; otherwise (fields= records) the walk goes on from a listing."""
+    parts = _Parts(kernel, order, bundled)
+    for chunk in parts.after(root, first) if bundled else parts.listed(root):
         if chunk:  # an empty chunk would end the reader's walk
             yield chunk
 
 
 class _Parts:
-    def __init__(self, kernel: Kernel, order: int, header: bool, paths: bool):
-        self.kernel, self.order, self.header, self.paths = kernel, order, header, paths
+    def __init__(self, kernel: Kernel, order: int, bundled: bool):
+        self.kernel, self.order, self.bundled = kernel, order, bundled
 
     def read(self, order: int, cgroup: int) -> tuple[bytes, bool]:
         """A new walk's first read, without its header line: a walk whose first cgroup is a dead
         one (which the kernel skips, using up seq_num 0) has none."""
         output, whole = self.kernel.first_read(order, cgroup)
-        if self.header and output.startswith(HEADER):
+        if self.bundled and output.startswith(HEADER):
             output = output[len(HEADER):]
         return output, whole
 
@@ -90,11 +84,12 @@ class _Parts:
         else:
             yield from self.after(cgroup, output)
 
-    def after(self, root: int, first: bytes, keep_header: bool = False) -> Iterator[bytes]:
-        """root's walk from its first read, first, on: that read stopped short of the whole walk."""
-        chain = self.kernel.chain(root, *_last(first)) if self.paths else None
-        if chain is None:
-            if keep_header and self.header and first.startswith(HEADER):
+    def after(self, root: int, first: bytes) -> Iterator[bytes]:
+        """root's walk from its first read, first (bundled lines), on: that read stopped short of
+        the whole walk."""
+        chain = self.kernel.chain(root, *_last(first))
+        if chain is None:  # the last line names no cgroup that is there now: from a listing
+            if first.startswith(HEADER):
                 yield HEADER
             yield from self.listed(root)
             return
@@ -111,8 +106,9 @@ class _Parts:
             if parent.id != root:
                 # the parent's whole walk may fit one read: its lines after done's subtree, in one walk
                 output, whole = self.read(self.order, parent.id)
-                at = _line_of(output, later[0] if self.order == PRE else None,
-                              done.id if self.order == POST else None) if whole else None
+                # pre-order: from the first later sibling's line; post-order: after done's line
+                at = None if not whole else _line_of(output, later[0], after=False) \
+                    if self.order == PRE else _line_of(output, done.id, after=True)
                 if at is not None:
                     yield output[at:]
                     continue
@@ -147,16 +143,14 @@ class _Parts:
             pending.extend(children)
 
 
-def _line_of(output: bytes, start: int | None, after: int | None) -> int | None:
-    """Where, in the bundled program's lines, the line of cgroup start begins, or the line after
-    cgroup after's; with neither (no later sibling in pre-order), the end. None: not found."""
-    if start is None and after is None:
-        return len(output)
-    wanted = b"%d " % (start if start is not None else after)
+def _line_of(output: bytes, cgroup: int, after: bool) -> int | None:
+    """Where, in the bundled program's lines, cgroup's line begins (after: the line after it);
+    None if it has none."""
+    wanted = b"%d " % cgroup
     at = 0 if output.startswith(wanted) else output.find(b"\n" + wanted) + 1
     if at == 0 and not output.startswith(wanted):
         return None
-    if start is not None:
+    if not after:
         return at
     end = output.find(b"\n", at)
     return end + 1 if end >= 0 else None
